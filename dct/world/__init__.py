@@ -1,0 +1,1 @@
+"""The tiny world: an embedded, offline digit world in the exact formats of the real models."""
