@@ -1,0 +1,146 @@
+"""`dct`: train, generate, evaluate and benchmark Discriminative Class Tokens.
+
+    dct train --class 7                 # a token for class 7 of the embedded tiny world
+    dct generate --token tokens/7.safetensors --seeds 0-7 --out images/
+    dct bench depth                     # the backprop-depth x checkpointing grid
+    dct world check                     # the tiny world's own quality numbers
+
+Errors the user can fix (bad spec, unknown classifier, class out of range, missing folder) print one
+clear line and exit with status 2, before any long work starts.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Train, generate, evaluate and benchmark Discriminative Class Tokens (DCT).", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+
+def _fail(exc: Exception) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+    raise typer.Exit(2)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-7', '0,3,5' or '0-3,10' -> a list of ints."""
+    from dct.errors import ConfigError
+
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                a, b = part.split("-", 1)
+                seeds.extend(range(int(a), int(b) + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise ConfigError(f"seeds {text!r} are malformed: use e.g. '0-7', '0,3,5' or '0-3,10'") from None
+    return seeds
+
+
+def _class_arg(value: str) -> int | str:
+    return int(value) if value.strip().isdigit() else value
+
+
+@app.command()
+def train(
+    cls: str = typer.Option(..., "--class", "-c", help="Class index (0-based) or name."),
+    model: Optional[str] = typer.Option(None, help="Stable Diffusion hub id or local diffusers folder (default: tiny world)."),
+    classifier: Optional[str] = typer.Option(None, help="Guide classifier spec, e.g. 'timm:<folder>', 'hf:<id>' (default: the world's guide)."),
+    preset: str = typer.Option("fast", help="'paper' (the reference protocol), 'fast' (our defaults) or a preset TOML/JSON file."),
+    depth: Optional[str] = typer.Option(None, help="Final UNet calls with gradient: an integer or 'full'."),
+    checkpointing: Optional[str] = typer.Option(None, help="none | block | step | both"),
+    precision: Optional[str] = typer.Option(None, help="fp32 | bf16 | fp16 (loss-scaled) | fp16-noscale"),
+    scheduler: Optional[str] = typer.Option(None, help="ddim | pndm | dpm++ | euler | default"),
+    steps: Optional[int] = typer.Option(None, help="Denoising steps."),
+    guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate."),
+    max_epochs: Optional[int] = typer.Option(None, help="At most this many optimiser steps."),
+    images_per_update: Optional[int] = typer.Option(None, help="Images per optimiser step."),
+    rollout_batch: Optional[int] = typer.Option(None, help="Images per rollout (a divisor of images-per-update)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of latents and template choice."),
+    out: Optional[Path] = typer.Option(None, help="Output .safetensors (default tokens/class-<c>.safetensors)."),
+    device: str = typer.Option("cpu", help="torch device."),
+    overwrite: bool = typer.Option(False, help="Replace an existing output file."),
+    json_out: bool = typer.Option(False, "--json", help="Print the sidecar as JSON."),
+):
+    """Train one discriminative class token and save it in diffusers' textual-inversion format."""
+    from dct.config import load_preset
+    from dct.errors import DCTError
+    from dct.jobs import sidecar_json, train_to_file
+
+    try:
+        depth_value = int(depth) if depth and depth.isdigit() else depth
+        cfg = load_preset(preset, model=model, classifier=classifier, depth=depth_value,
+                          checkpointing=checkpointing, precision=precision, scheduler=scheduler, steps=steps,
+                          guidance=guidance, lr=lr, max_epochs=max_epochs, images_per_update=images_per_update,
+                          rollout_batch=rollout_batch, seed=seed)
+        target = _class_arg(cls)
+        path = out or Path("tokens") / f"class-{cls}.safetensors"
+        path, sidecar = train_to_file(cfg, target, path, device=device, overwrite=overwrite, progress=True)
+    except DCTError as exc:
+        _fail(exc)
+    if json_out:
+        print(sidecar_json(sidecar))
+    else:
+        r = sidecar["result"]
+        typer.echo(f"saved {path} (class {r['target']} '{r['class_name']}', stop: {r['stop_reason']}, "
+                   f"{r['n_images']} images, {r['seconds']:.1f} s, depth {r['n_grad_calls']}/{r['n_calls']} UNet calls)")
+
+
+@app.command()
+def generate(
+    out: Path = typer.Option(..., help="Folder for the PNG images."),
+    token: Optional[Path] = typer.Option(None, help="A learned token (.safetensors); its sidecar names the class."),
+    cls: Optional[str] = typer.Option(None, "--class", "-c", help="Class index or name (default: the token's class)."),
+    prompt: Optional[str] = typer.Option(None, help="A free prompt instead of the class template."),
+    plain: bool = typer.Option(False, help="Also render the plain class prompt (no token) on the same seeds."),
+    model: Optional[str] = typer.Option(None, help="Hub id or diffusers folder (default: the token's model or the tiny world)."),
+    seeds: str = typer.Option("0-7", help="Seeds, e.g. '0-7' or '0,3,5'."),
+    scheduler: str = typer.Option("ddim", help="ddim | pndm | dpm++ | euler | default"),
+    steps: int = typer.Option(20, help="Denoising steps."),
+    guidance: float = typer.Option(5.0, help="Classifier-free guidance scale."),
+    device: str = typer.Option("cpu", help="torch device."),
+):
+    """Render images with a learned token (and/or the plain prompt) on fixed seeds."""
+    from dct.errors import DCTError
+    from dct.jobs import run_generate
+
+    try:
+        files = run_generate(out=out, token=token, cls=_class_arg(cls) if cls else None, prompt=prompt,
+                             plain=plain, model=model, seeds=parse_seeds(seeds), scheduler=scheduler, steps=steps,
+                             guidance=guidance, device=device)
+    except DCTError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {len(files)} images to {out}")
+
+
+def _mount_subapps() -> None:
+    """Sub-apps live beside the code they drive; each is optional so a partial install still runs."""
+    mounts = [("dct.world.cli", "world_app", "world", "Build, check and describe the embedded tiny world."),
+              ("dct.eval.cli", "eval_app", "eval", "Accuracy (with CIs) and FID/KID of generated images."),
+              ("bench.cli", "bench_app", "bench", "Measured grids: depth, classifier, transfer."),
+              ("bench.cli", "results_app", "results", "Show a results store."),
+              ("bench.search_cli", "search_app", "search", "Optuna hyperparameter search."),
+              ("bench.figures_cli", "figures_app", "figures", "Ablation figures and reports.")]
+    import importlib
+
+    for module, attr, name, help_text in mounts:
+        try:
+            sub = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            continue
+        app.add_typer(sub, name=name, help=help_text)
+
+
+_mount_subapps()
+
+
+if __name__ == "__main__":
+    sys.exit(app())
