@@ -28,6 +28,8 @@ class Resolved:
     eval_template: str
     class_names: list[str] | None  # prompt names by class index; None = the classifier's labels
     world: bool
+    judge: str | None = None  # the world's independent judge (None for a real model: give one)
+    domain: str | None = None  # the tiny world's image domain that the templates name
 
 
 def world_manifest() -> dict | None:
@@ -40,28 +42,34 @@ def world_manifest() -> dict | None:
 
 
 def resolve_defaults(cfg: TrainConfig) -> Resolved:
+    """Fill the None defaults. In the tiny world, prompts use the domain word of the guiding classifier
+    ("a handwritten {}" for world:guide-handwritten) unless templates are given."""
     from .pipeline import resolve_model_source
 
-    world = cfg.model is None
-    manifest = world_manifest() if world else None
-    if world and manifest is None:
+    if cfg.model is not None:
+        return Resolved(model=resolve_model_source(cfg.model), classifier=_need_classifier(cfg.classifier),
+                        templates=cfg.templates or PAPER_TEMPLATES,
+                        eval_template=cfg.eval_template or PAPER_EVAL_TEMPLATE, class_names=None, world=False)
+    manifest = world_manifest()
+    if manifest is None:
         raise ConfigError("no --model given and the embedded tiny world is missing; build it with "
                           "`dct world build` or give a Stable Diffusion folder or hub id")
-    if world:
-        from .world.paths import default_pipeline_dir
+    from .world.paths import default_pipeline_dir
 
-        model = str(default_pipeline_dir())
-    else:
-        model = resolve_model_source(cfg.model)
-    classifier = cfg.classifier or (f"world:{manifest['default_guide']}" if world else None)
-    if classifier is None:
+    guides = manifest["default_guide"]
+    domain = next((d for d, name in guides.items() if cfg.classifier == f"world:{name}"), manifest["domains"][0])
+    dct_template = manifest["templates"]["dct"][domain]
+    return Resolved(model=str(default_pipeline_dir()), classifier=cfg.classifier or f"world:{guides[domain]}",
+                    templates=cfg.templates or (dct_template,), eval_template=cfg.eval_template or dct_template,
+                    class_names=list(manifest["classes"]), world=True,
+                    judge=f"world:{manifest['default_judge']}", domain=domain)
+
+
+def _need_classifier(spec: str | None) -> str:
+    if spec is None:
         raise ConfigError("a real model needs --classifier (e.g. 'hf:google/vit-large-patch16-224' or a local "
                           "folder); only the embedded tiny world has a default classifier")
-    templates = cfg.templates or (tuple(manifest["templates"]) if world else PAPER_TEMPLATES)
-    eval_template = cfg.eval_template or (manifest["eval_template"] if world else PAPER_EVAL_TEMPLATE)
-    names = list(manifest["classes"]) if world else None
-    return Resolved(model=model, classifier=classifier, templates=templates, eval_template=eval_template,
-                    class_names=names, world=world)
+    return spec
 
 
 def prompt_name(labels: list[str], index: int) -> str:
@@ -153,7 +161,7 @@ def run_generate(*, out: Path, token: Path | None, cls: int | str | None, prompt
             classifier = load_classifier(meta.get("classifier") or res.classifier)
             index, names = resolve_class(classifier, cls), classifier.labels
         else:
-            index = _resolve_world_class(names, cls)
+            index = resolve_world_class(names, cls)
         class_name = prompt_name(names, index)
     template = meta.get("eval_template") or res.eval_template
     parts = load_parts(res.model, device=device)
@@ -190,7 +198,7 @@ def _token_model(meta: dict) -> str | None:
     return None if model is None or Path(model) == Path(default_pipeline_dir()) else model
 
 
-def _resolve_world_class(names: list[str], cls: int | str) -> int:
+def resolve_world_class(names: list[str], cls: int | str) -> int:
     from .errors import ClassNotFoundError
 
     if isinstance(cls, int) or str(cls).isdigit():

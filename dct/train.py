@@ -15,7 +15,8 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from contextlib import nullcontext
+from typing import Callable, ContextManager
 
 import torch
 import torch.nn.functional as F
@@ -158,9 +159,14 @@ def train_token(
     templates: tuple[str, ...],
     tokens: ClassTokens | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    timed_step: Callable[[], ContextManager] | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """Train the token for class `target` (named `class_name` in prompts) against `classifier`."""
+    """Train the token for class `target` (named `class_name` in prompts) against `classifier`.
+
+    `timed_step()` wraps each optimisation step (an epoch: rollouts, backward, update), so a
+    benchmark times exactly the training step and nothing around it.
+    """
     torch.manual_seed(cfg.seed)
     prepare_parts(parts, cfg)
     if tokens is None:
@@ -180,42 +186,44 @@ def train_token(
     start = time.perf_counter()
     for epoch in range(cfg.max_epochs):
         t0 = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        latents = epoch_latents(parts, cfg, epoch)
-        epoch_loss, correct = 0.0, 0
-        for micro in range(cfg.grad_accum):
-            prompts = [rng.choice(templates).format(subject) for _ in range(cfg.rollout_batch)]
-            batch = latents[micro * cfg.rollout_batch:(micro + 1) * cfg.rollout_batch]
-            loss, logits, out = dct_loss(parts, tokens, classifier, scheduler, cfg, prompts, batch, labels,
-                                         uncond_cache)
-            if not torch.isfinite(loss):
+        with timed_step() if timed_step else nullcontext():
+            optimizer.zero_grad(set_to_none=True)
+            latents = epoch_latents(parts, cfg, epoch)
+            epoch_loss, correct = 0.0, 0
+            for micro in range(cfg.grad_accum):
+                prompts = [rng.choice(templates).format(subject) for _ in range(cfg.rollout_batch)]
+                batch = latents[micro * cfg.rollout_batch:(micro + 1) * cfg.rollout_batch]
+                loss, logits, out = dct_loss(parts, tokens, classifier, scheduler, cfg, prompts, batch, labels,
+                                             uncond_cache)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"loss is {loss.item()} at epoch {epoch}, rollout {micro} (precision {cfg.precision}, "
+                        f"lr {cfg.lr}): training stopped; try precision fp32/bf16 or a lower lr")
+                (loss * scaler.scale / cfg.grad_accum).backward()
+                epoch_loss += loss.item() * cfg.rollout_batch
+                correct += int((logits.argmax(-1) == target).sum())
+                result.n_calls, result.n_grad_calls = out.n_calls, out.n_grad_calls
+            grad = tokens.vectors.grad
+            status = scaler.unscale_and_check(grad)
+            grad_norm = float(grad.float().norm()) if status != "nonfinite" else float("nan")
+            if status != "ok" and not scaler.enabled:
                 raise TrainingError(
-                    f"loss is {loss.item()} at epoch {epoch}, rollout {micro} (precision {cfg.precision}, "
-                    f"lr {cfg.lr}): training stopped; try precision fp32/bf16 or a lower lr")
-            (loss * scaler.scale / cfg.grad_accum).backward()
-            epoch_loss += loss.item() * cfg.rollout_batch
-            correct += int((logits.argmax(-1) == target).sum())
-            result.n_calls, result.n_grad_calls = out.n_calls, out.n_grad_calls
+                    f"the token gradient is {'exactly zero' if status == 'zero' else 'not finite'} at epoch "
+                    f"{epoch} with precision {cfg.precision}" + (
+                        " (fp16 underflow: use precision 'fp16' with loss scaling, 'bf16' or 'fp32')"
+                        if status == "zero" else ""))
+            improved = epoch_loss < best_loss
+            if improved:  # the vector that produced this loss is the one before this epoch's update
+                best_loss, since_best, result.best_epoch = epoch_loss, 0, epoch
+                result.vector = tokens.vectors[0].detach().float().cpu().clone()
+            else:
+                since_best += 1
+            if status == "ok":
+                if cfg.clip_grad_norm:
+                    torch.nn.utils.clip_grad_norm_([tokens.vectors], cfg.clip_grad_norm)
+                optimizer.step()
         images_seen += cfg.images_per_update
-        grad = tokens.vectors.grad
-        status = scaler.unscale_and_check(grad)
-        grad_norm = float(grad.float().norm()) if status != "nonfinite" else float("nan")
-        if status != "ok" and not scaler.enabled:
-            raise TrainingError(
-                f"the token gradient is {'exactly zero' if status == 'zero' else 'not finite'} at epoch {epoch} "
-                f"with precision {cfg.precision}" + (" (fp16 underflow: use precision 'fp16' with loss scaling, "
-                                                     "'bf16' or 'fp32')" if status == "zero" else ""))
         accuracy = correct / cfg.images_per_update
-        improved = epoch_loss < best_loss
-        if improved:  # the vector that produced this loss is the one before this epoch's update
-            best_loss, since_best, result.best_epoch = epoch_loss, 0, epoch
-            result.vector = tokens.vectors[0].detach().float().cpu().clone()
-        else:
-            since_best += 1
-        if status == "ok":
-            if cfg.clip_grad_norm:
-                torch.nn.utils.clip_grad_norm_([tokens.vectors], cfg.clip_grad_norm)
-            optimizer.step()
         row = dict(epoch=epoch, loss=epoch_loss / cfg.images_per_update, accuracy=accuracy, grad_norm=grad_norm,
                    grad_status=status, loss_scale=scaler.scale, images=images_seen,
                    step_seconds=time.perf_counter() - t0, best=improved)
