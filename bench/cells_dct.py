@@ -8,7 +8,9 @@ accuracy by an independent judge (and any extra classifiers, e.g. the other doma
 transfer experiment) with bootstrap CIs, the plain prompt on the same seeds, and FID/KID against
 held-out real images in the judge's feature space.
 
-Evaluation settings (besides every TrainConfig field):
+Settings: `preset` ("fast" by default, "paper", or a preset file) and any TrainConfig field overriding
+it; the stored config is the fully expanded TrainConfig, so two spellings of one config are one cell.
+Evaluation settings:
     classes           class indices or names (default: all classes of the world)
     judge             classifier spec of the judge (default: the world's judge)
     eval_classifiers  extra classifier specs scored on the same images (default: none)
@@ -28,7 +30,7 @@ import statistics
 
 import torch
 
-from dct.config import FIELDS, from_dict
+from dct.config import FIELDS, from_dict, load_preset
 from dct.errors import ConfigError
 
 from .registry import CellOutput, register_cell
@@ -47,7 +49,9 @@ def validate(config: dict) -> dict:
     if unknown:
         raise ConfigError(f"unknown setting(s) {unknown} for a dct cell; accepted: {sorted(KEYS)}")
     values = {**EVAL_DEFAULTS, **config}
-    train = from_dict({k: v for k, v in values.items() if k in FIELDS})
+    # `preset` names the base ("fast", "paper" or a file); the other settings override it
+    overrides = {k: v for k, v in values.items() if k in FIELDS and k != "preset"}
+    train = load_preset(values.get("preset") or "fast", **overrides)
     for spec in [train.classifier, values["judge"], *values["eval_classifiers"]]:
         if spec is not None:
             parse_spec(spec)
