@@ -99,12 +99,31 @@ def _device_of(module: torch.nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+_HASHES: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+
+
 def classifier_hash(classifier: torch.nn.Module) -> str:
-    """sha256 (hex) of a classifier's spec, class and every state-dict tensor (name, dtype, shape, bytes)."""
+    """sha256 (hex) of a classifier's spec, class and every state-dict tensor (name, dtype, shape, bytes).
+
+    Hashing a large classifier reads every weight (a second or two for ViT-L), so the hash is kept per
+    object and reused while no tensor was replaced or modified in place (tensor `_version` counters).
+    """
+    state = classifier.state_dict()
+    stamp = (str(getattr(classifier, "spec", "")),
+             tuple((k, t.data_ptr(), t._version, t.dtype, tuple(t.shape)) for k, t in state.items()))
+    cached = _HASHES.get(classifier)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    digest = _hash_state(classifier, state)
+    _HASHES[classifier] = (stamp, digest)
+    return digest
+
+
+def _hash_state(classifier: torch.nn.Module, state: dict) -> str:
     h = hashlib.sha256()
     h.update(str(getattr(classifier, "spec", "")).encode())
     h.update(type(classifier).__qualname__.encode())
-    for name, t in sorted(classifier.state_dict().items()):
+    for name, t in sorted(state.items()):
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -151,3 +151,12 @@ def test_pickled_code_in_weights_is_refused(tmp_path):
     torch.save({"model": TinyClassifier()}, path)  # a pickled module: unpickling would import code
     with pytest.raises(UnsafeWeightsError, match="trust"):
         fid_kid(image_set(4, 0), image_set(4, 1), feature_extractor="inception", inception_weights=path)
+
+
+def test_hash_is_reused_until_a_weight_changes_in_place():
+    clf = TinyClassifier(seed=4)
+    first = classifier_hash(clf)
+    assert classifier_hash(clf) == first
+    with torch.no_grad():
+        clf.conv.weight[0, 0, 0, 0] += 1.0
+    assert classifier_hash(clf) != first
