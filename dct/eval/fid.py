@@ -315,6 +315,8 @@ def fid_kid(
 
     name, extra, cuda, keeper, described = _resolve_extractor(feature_extractor, inception_weights, device,
                                                               trust_weights)
+    # save_cpu_ram=True: no DataLoader worker processes; for a few hundred small images they cost more
+    # to start than they save, and each would copy the in-memory generated set.
     kwargs = dict(input1=gen_ds, input2=ref_ds, cuda=cuda, fid=True, kid=kid, feature_extractor=name,
                   batch_size=batch_size, verbose=False, save_cpu_ram=True, rng_seed=rng_seed, cache=False,
                   **extra)
