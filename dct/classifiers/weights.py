@@ -1,0 +1,98 @@
+"""Reading weights without running code from them, and deciding quickly whether a hub can be asked at all.
+
+A `.safetensors` file is plain tensors. Any other file goes through `torch.load(weights_only=True)`, whose
+restricted unpickler refuses every object but tensors and containers; a file that needs more is a program,
+and is only run when the user passes `trust_pickle=True`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import pickle
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from dct.errors import ModelNotFoundError, UnsafeWeightsError
+
+# Checkpoint wrappers written by common training scripts (timm, Lightning, plain loops). EMA copies are not
+# preferred: a user who wants them can export them; silently swapping weights would not be honest provenance.
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
+
+
+def _unsafe_message(path: Path, why: str) -> str:
+    return (f"{path} cannot be read as plain weights ({why}); unpickling it could run arbitrary code. "
+            "Convert it to .safetensors, or pass trust_pickle=True (--trust-pickle) if you trust its author.")
+
+
+def torch_load(path: Path, *, trust_pickle: bool):
+    """`torch.load` that only falls back to full unpickling when the user trusts the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # The restricted unpickler says "Weights only load failed" for foreign objects; anything else
+        # (truncated file, not a torch file at all) is unreadable whatever the trust.
+        if "weights only" not in str(e).lower() and "weights_only" not in str(e).lower():
+            raise ModelNotFoundError(f"{path} is not a readable torch weights file: {e}") from None
+        if not trust_pickle:
+            raise UnsafeWeightsError(_unsafe_message(path, "it holds Python objects, not only tensors")) from None
+    except Exception as e:  # a junk file fails with anything from KeyError to RuntimeError
+        raise ModelNotFoundError(f"{path} is not a readable torch weights file: {e}") from None
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def load_state_dict(path: Path, *, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """A flat {name: tensor} dict from a .safetensors / .pth / .pt / .bin file, unwrapping training checkpoints."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as e:  # safetensors raises its own SafetensorError for a bad header
+            raise ModelNotFoundError(f"{path} is not a readable safetensors file: {e}") from None
+    obj = torch_load(path, trust_pickle=trust_pickle)
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.state_dict()
+    for key in _WRAPPER_KEYS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelNotFoundError(f"{path} holds no state dict of tensors (found {type(obj).__name__})")
+    if all(k.startswith("module.") for k in obj):  # saved from DataParallel / DDP
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+@functools.lru_cache(maxsize=None)
+def sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def host_reachable(url: str, timeout: float = 3.0) -> bool:
+    """One TCP connect, cached per host. Hub clients retry an unreachable host for ~25-45 s before failing;
+    asking first turns an offline miss into an immediate, clear error."""
+    parsed = urlparse(url)
+    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme != "http" else 80)
+    if not host:
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hf_hub_online() -> bool:
+    """False when HF_HUB_OFFLINE is set or the hub endpoint cannot be reached."""
+    from huggingface_hub import constants
+
+    return not constants.HF_HUB_OFFLINE and host_reachable(constants.ENDPOINT)
