@@ -1,0 +1,166 @@
+"""Command-line entry points of the grid runner, as Typer apps that the root cli.py mounts:
+
+    bench_app.command("depth")(make_bench_command("depth"))     # -> dct bench depth [--spec ...] ...
+    app.add_typer(bench_app, name="bench")
+    app.add_typer(results_app, name="results")                  # -> dct results show results/depth
+
+`dct bench run --spec FILE` runs any spec. A named command reads ablations/<name>.toml, found by
+find_spec (below) in a checkout, an editable install, or a package that ships the specs.
+
+Without the root CLI: python -m bench.cli bench run --spec ablations/depth.toml
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from dct.errors import DCTError
+
+from . import columns as C
+
+SPEC_DIR_ENV = "DCT_ABLATIONS"
+
+bench_app = typer.Typer(help="Benchmark grids: one spec (ablations/<name>.toml), many cells, one result store.",
+                        no_args_is_help=True)
+results_app = typer.Typer(help="Inspect result stores (results/<experiment>/).", no_args_is_help=True)
+
+
+# A Typer app with one command and no callback collapses into that command; these keep `run`/`show`
+# as named subcommands however many commands the root CLI adds.
+@bench_app.callback()
+def _bench_group() -> None:
+    """Benchmark grids: one spec (ablations/<name>.toml), many cells, one result store."""
+
+
+@results_app.callback()
+def _results_group() -> None:
+    """Inspect result stores (results/<experiment>/)."""
+
+
+def spec_dirs() -> list[Path]:
+    """Where named specs are looked for, in order: $DCT_ABLATIONS, ./ablations, the checkout's ablations/
+    (next to the bench package: a clone or an editable install), then bench/ablations inside an installed
+    package (present only if the build copies the specs there)."""
+    dirs = []
+    if os.environ.get(SPEC_DIR_ENV):
+        dirs.append(Path(os.environ[SPEC_DIR_ENV]))
+    dirs.append(Path.cwd() / "ablations")
+    dirs.append(Path(__file__).resolve().parent.parent / "ablations")
+    try:
+        dirs.append(Path(str(resources.files("bench") / "ablations")))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return list(dict.fromkeys(dirs))
+
+
+def find_spec(name: str) -> Path:
+    searched = spec_dirs()
+    for folder in searched:
+        candidate = folder / f"{name}.toml"
+        if candidate.is_file():
+            return candidate
+    known = sorted({p.stem for d in searched if d.is_dir() for p in d.glob("*.toml")})
+    raise DCTError(f"no spec {name}.toml in {[str(d) for d in searched]}; specs found: {known or 'none'}; "
+                   f"pass --spec FILE or set ${SPEC_DIR_ENV}")
+
+
+def _fail(console: Console, error: Exception) -> None:
+    console.print(f"[red]error:[/] {error}", highlight=False)
+    raise typer.Exit(2)
+
+
+SpecOpt = Annotated[Optional[Path], typer.Option("--spec", help="Spec file (TOML).")]
+StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Result folder; default: the spec's, "
+                                                  "results/<experiment name>.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Run done cells again; the new row supersedes the old "
+                                        "one, which is kept.")]
+OnlyOpt = Annotated[Optional[list[str]], typer.Option("--only", help="Only cells whose config hash starts with "
+                                                      "this (4+ characters) or whose label contains it; repeatable.")]
+DryOpt = Annotated[bool, typer.Option("--dry-run", help="List the cells and whether each is done; run nothing.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout-per-cell", help="Kill a cell after this many "
+                                                     "seconds (status timeout); default: the spec's, or none.")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress bar.")]
+
+
+def _run(spec: Path, store, force, only, dry_run, device, timeout_per_cell, progress) -> None:
+    from .grid import run_grid
+
+    console = Console()
+    try:
+        result = run_grid(spec, store=store, force=force, only=only or (), dry_run=dry_run, device=device,
+                          timeout_per_cell=timeout_per_cell, console=console, show_progress=progress)
+    except DCTError as e:
+        _fail(console, e)
+    if result.interrupted_by is not None:
+        raise typer.Exit(128 + result.interrupted_by)
+    if any(status != C.STATUS_OK for _, status in result.ran):
+        raise typer.Exit(1)
+
+
+def make_bench_command(name: str, *, help: str | None = None) -> Callable[..., None]:
+    """A Typer command running ablations/<name>.toml (or --spec FILE). Exit code 0 when every cell run
+    now ended ok, 1 when one did not (the grid still ran the rest), 2 for a bad spec or option,
+    128+signal when stopped by Ctrl-C/SIGTERM."""
+
+    def command(spec: SpecOpt = None, store: StoreOpt = None, force: ForceOpt = False, only: OnlyOpt = None,
+                dry_run: DryOpt = False, device: DeviceOpt = "auto", timeout_per_cell: TimeoutOpt = None,
+                progress: ProgressOpt = True) -> None:
+        try:
+            path = spec if spec is not None else find_spec(name)
+        except DCTError as e:
+            _fail(Console(), e)
+        _run(path, store, force, only, dry_run, device, timeout_per_cell, progress)
+
+    command.__name__ = f"bench_{name}"
+    command.__doc__ = help or f"Run the {name} grid (ablations/{name}.toml), resuming where it stopped."
+    return command
+
+
+@bench_app.command("run")
+def run_command(spec: Annotated[Path, typer.Option("--spec", help="Spec file (TOML).")],
+                store: StoreOpt = None, force: ForceOpt = False, only: OnlyOpt = None, dry_run: DryOpt = False,
+                device: DeviceOpt = "auto", timeout_per_cell: TimeoutOpt = None, progress: ProgressOpt = True) -> None:
+    """Run any spec file, resuming where it stopped."""
+    _run(spec, store, force, only, dry_run, device, timeout_per_cell, progress)
+
+
+@results_app.command("show")
+def show_command(store: Annotated[Path, typer.Argument(help="A store folder, or an experiment name under results/.")],
+                 as_json: Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")] = False,
+                 columns: Annotated[Optional[str], typer.Option("--columns", help="Comma-separated columns; "
+                                    "metric_/cfg_ prefixes may be left out.")] = None,
+                 all_rows: Annotated[bool, typer.Option("--all", help="Include superseded attempts.")] = False) -> None:
+    """Show the cells of a result store."""
+    from .store import CELLS_DIR, load_cells
+    from .table import default_columns, render, resolve_columns
+
+    console = Console()
+    if not (store / CELLS_DIR).is_dir() and (Path("results") / store / CELLS_DIR).is_dir():
+        store = Path("results") / store
+    if not (store / CELLS_DIR).is_dir():
+        _fail(console, DCTError(f"{store} is not a result store (no {CELLS_DIR}/ folder in it)"))
+    frame = load_cells(store, all_rows=all_rows)
+    try:
+        cols = resolve_columns(frame, [c.strip() for c in columns.split(",") if c.strip()]) if columns else None
+    except DCTError as e:
+        _fail(console, e)
+    if all_rows and cols is None:
+        cols = default_columns(frame) + [C.ATTEMPT_ID, C.SUPERSEDED]
+    if as_json:
+        print(frame[cols or list(frame.columns)].to_json(orient="records", indent=1))
+        return
+    console.print(render(frame, cols, title=f"{store} ({len(frame)} row(s))"))
+
+
+if __name__ == "__main__":
+    main = typer.Typer(no_args_is_help=True)
+    main.add_typer(bench_app, name="bench")
+    main.add_typer(results_app, name="results")
+    main()

@@ -1,0 +1,253 @@
+"""The grid runner: expand and validate a spec, skip the cells already done, run the others one by one,
+each in a fresh child process, and append one row per attempt to the store.
+
+    from bench.grid import run_grid
+    run_grid("ablations/depth.toml", device="cuda", timeout_per_cell=3600)
+
+- Resume: a cell whose config hash has an ok row is skipped; `force=True` runs it again and the new row
+  supersedes the old one (nothing is deleted, see bench.store).
+- A cell that raises is recorded as error, out of memory as oom, a child killed by a signal as killed,
+  one past the timeout as timeout; the grid goes on with the next cell.
+- Ctrl-C or SIGTERM kills the running child and stops; that cell gets no row (it stays pending) and no
+  row is ever half-written (a signal that arrives while a row is written waits until it is).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dct.errors import ConfigError
+
+from . import columns as C
+from . import store as S
+from .measure import resolve_device
+from .provenance import now_iso, provenance, redact
+from .registry import get_cell
+from .spec import Cell, Spec, load_spec, select
+from .table import render
+
+
+class GridInterrupted(KeyboardInterrupt):
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class GridResult:
+    spec: Spec
+    store: Path
+    selected: list[Cell]
+    skipped: list[Cell] = field(default_factory=list)  # already done
+    ran: list[tuple[Cell, str]] = field(default_factory=list)  # (cell, status) in run order
+    interrupted_by: int | None = None  # the signal that stopped the grid
+
+    @property
+    def pending(self) -> list[Cell]:
+        finished = {c.config_hash for c, _ in self.ran} | {c.config_hash for c in self.skipped}
+        return [c for c in self.selected if c.config_hash not in finished]
+
+
+class _Signals:
+    """SIGINT/SIGTERM raise GridInterrupted, except inside `deferred()`, where they wait for its end."""
+
+    def __init__(self):
+        self.deferring = False
+        self.pending: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def _handler(self, signum, frame):
+        if self.deferring:
+            self.pending = signum
+        else:
+            raise GridInterrupted(signum)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        if self.pending is not None:
+            raise GridInterrupted(self.pending)
+
+
+def _spec_file_name(spec: Spec) -> str | None:
+    if spec.path is None:
+        return None
+    path = spec.path.resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _row(spec: Spec, cell: Cell, *, run_id: str, attempt_id: str, store: Path, started: str, finished: str,
+         result: dict, prov: dict) -> dict[str, Any]:
+    config = redact(cell.config)
+    seed = cell.config.get("seed")
+    row: dict[str, Any] = {
+        C.EXPERIMENT: spec.name,
+        C.CONFIG_HASH: cell.config_hash,
+        C.LABEL: cell.label,
+        C.ORIGIN: cell.origin,
+        C.CELL_KIND: spec.kind,
+        C.CONFIG_JSON: json.dumps(config, sort_keys=True, default=str),
+        C.SEED: seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        C.RUN_ID: run_id,
+        C.ATTEMPT_ID: attempt_id,
+        C.ARTIFACTS_DIR: str(S.artifacts_dir(store, cell.config_hash, attempt_id).relative_to(store)),
+        C.STATUS: result[C.STATUS],
+        C.ERROR: result[C.ERROR],
+        C.TRACEBACK: result[C.TRACEBACK],
+        C.STARTED_AT: started,
+        C.FINISHED_AT: finished,
+        **prov,
+    }
+    measured = dict(result.get("measured", {}))
+    if C.STEP_TIMES_S in measured:
+        measured[C.STEP_TIMES_S] = json.dumps(measured[C.STEP_TIMES_S])
+    row.update(measured)
+    row.update({C.config_col(k): v for k, v in config.items()})
+    row.update({C.metric_col(k): v for k, v in result.get("metrics", {}).items()})
+    return row
+
+
+def plan_table(spec: Spec, cells: list[Cell], store: Path) -> Table:
+    """The cells of a dry run, with what the store already says about each."""
+    latest = S.load_cells(store) if store.exists() else None
+    status = {} if latest is None or latest.empty else dict(zip(latest[C.CONFIG_HASH], latest[C.STATUS]))
+    table = Table(title=f"{spec.name}: {len(cells)} cell(s), store {store}")
+    for col in ("#", C.CONFIG_HASH, C.LABEL, "state"):
+        table.add_column(col)
+    for i, cell in enumerate(cells, 1):
+        state = status.get(cell.config_hash)
+        shown = "done" if state == C.STATUS_OK else (f"pending (last: {state})" if state else "pending")
+        table.add_row(str(i), cell.config_hash, cell.label, shown)
+    return table
+
+
+def run_grid(spec: str | Path | Spec, *, store: str | Path | None = None, force: bool = False,
+             only: list[str] | tuple[str, ...] = (), dry_run: bool = False, device: str = "auto",
+             timeout_per_cell: float | None = None, console: Console | None = None,
+             show_progress: bool = True) -> GridResult:
+    """Run (or with dry_run, list) the cells of a spec into its store; see the module docstring."""
+    console = console or Console()
+    if not isinstance(spec, Spec):
+        spec = load_spec(spec, store=store)
+    elif store is not None:
+        spec.store = Path(store)
+    cells = select(spec, only)
+    result = GridResult(spec=spec, store=spec.store, selected=cells)
+    if dry_run:
+        console.print(plan_table(spec, cells, spec.store))
+        return result
+    timeout = timeout_per_cell if timeout_per_cell is not None else spec.timeout_per_cell
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(f"--timeout-per-cell {timeout!r} is not accepted: a number of seconds > 0")
+    resolved = resolve_device(device)
+    kind = get_cell(spec.kind)
+    spec_file = _spec_file_name(spec)
+
+    with _Signals() as signals, S.locked(spec.store) as store_path:
+        done = S.done_hashes(store_path)
+        todo = [c for c in cells if force or c.config_hash not in done]
+        result.skipped = [c for c in cells if c not in todo]
+        if spec.path is not None and spec.spec_hash is not None:
+            S.save_spec(store_path, spec.path, spec.spec_hash)
+        run_id = S.new_attempt_id()
+        console.print(f"[bold]{spec.name}[/]: {len(cells)} cell(s), {len(result.skipped)} already done, "
+                      f"{len(todo)} to run on {resolved} -> {store_path}")
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=console, disable=not show_progress, transient=False)
+        try:
+            with progress:
+                overall = progress.add_task("cells", total=len(todo))
+                for cell in todo:
+                    current = progress.add_task(f"  {cell.label}", total=None)
+
+                    def on_progress(message: dict, task=current, label=cell.label) -> None:
+                        info = " ".join(f"{k}={v}" for k, v in message.get("info", {}).items())
+                        progress.update(task, completed=message.get("done"), total=message.get("total"),
+                                        description=f"  {label} {info}".rstrip())
+
+                    attempt_id = S.new_attempt_id()
+                    out_dir = S.artifacts_dir(store_path, cell.config_hash, attempt_id)
+                    job = {"module": kind.module, "kind": spec.kind, "config": cell.config,
+                           "config_hash": cell.config_hash, "label": cell.label, "device": resolved,
+                           "out_dir": str(out_dir), "warmup_steps": spec.warmup_steps}
+                    prov = provenance(spec_file=spec_file, spec_hash=spec.spec_hash)
+                    started = now_iso()
+                    outcome = _worker().run_in_child(job, timeout=timeout, on_progress=on_progress)
+                    with signals.deferred():
+                        row = _row(spec, cell, run_id=run_id, attempt_id=attempt_id, store=store_path,
+                                   started=started, finished=now_iso(), result=outcome, prov=prov)
+                        S.write_attempt(store_path, row, outcome.get("curves", []))
+                        result.ran.append((cell, outcome[C.STATUS]))
+                    progress.remove_task(current)
+                    progress.advance(overall)
+                    _print_outcome(console, cell, row)
+        except KeyboardInterrupt as e:
+            result.interrupted_by = e.signum if isinstance(e, GridInterrupted) else signal.SIGINT
+            console.print(f"[yellow]stopped by {signal.Signals(result.interrupted_by).name}[/]: "
+                          f"{len(result.ran)} cell(s) recorded, {len(result.pending)} pending; "
+                          "run the same command again to resume")
+
+    _print_summary(console, result)
+    return result
+
+
+def _worker():
+    from . import worker  # imported late: the spawn machinery is only needed when cells run
+
+    return worker
+
+
+def _print_outcome(console: Console, cell: Cell, row: dict) -> None:
+    status = row[C.STATUS]
+    style = "green" if status == C.STATUS_OK else "red"
+    peak = row.get(C.PEAK_MEM_BYTES)
+    peak_text = f", peak {peak / 2**20:.0f} MiB" if isinstance(peak, (int, float)) else ""
+    wall = row.get(C.WALL_S, row.get(C.PROCESS_WALL_S))
+    wall_text = f" in {wall:.1f} s" if isinstance(wall, (int, float)) else ""
+    line = f"[{style}]{status}[/] {cell.config_hash} {cell.label}{wall_text}{peak_text}"
+    console.print(line, highlight=False)
+    if status != C.STATUS_OK and row.get(C.ERROR):
+        console.print(f"    {row[C.ERROR]}", markup=False, highlight=False)
+
+
+def _print_summary(console: Console, result: GridResult) -> None:
+    if not result.store.exists():
+        return
+    cells = S.load_cells(result.store)
+    if cells.empty:
+        return
+    wanted = {c.config_hash for c in result.selected}
+    console.print(render(cells[cells[C.CONFIG_HASH].isin(wanted)], title=f"{result.spec.name} ({result.store})"))
+    counts: dict[str, int] = {}
+    for _, status in result.ran:
+        counts[status] = counts.get(status, 0) + 1
+    text = ", ".join(f"{n} {s}" for s, n in counts.items()) or "nothing run"
+    console.print(f"this run: {text}; skipped (done before): {len(result.skipped)}; pending: {len(result.pending)}")
+
