@@ -1,0 +1,84 @@
+"""Measurement pieces that need no child process."""
+
+import math
+
+import pytest
+import torch
+
+from bench import columns as C
+from bench.measure import DeviceMeter, HighWater, StepTimer, peak_rss_bytes
+from bench.provenance import redact
+from bench.worker import classify_exception
+
+
+def test_step_timer_median_leaves_out_warmup():
+    timer = StepTimer(warmup=2)
+    for seconds in (9.0, 5.0, 1.0, 3.0, 2.0):
+        timer.record(seconds)
+    assert timer.median() == 2.0 and timer.times == [9.0, 5.0, 1.0, 3.0, 2.0]
+    assert StepTimer(warmup=1).median() is None
+    with StepTimer(warmup=0).step():
+        pass
+
+
+def test_high_water_keeps_overall_and_nested_phase_peaks():
+    mark = {"now": 10, "hwm": 10}
+
+    def reset():
+        mark["hwm"] = mark["now"]
+        return True
+
+    def touch(value):
+        mark["now"] = value
+        mark["hwm"] = max(mark["hwm"], value)
+
+    hw = HighWater(lambda: (mark["hwm"],), reset)
+    touch(50)
+    touch(20)
+    outer = hw.enter()
+    touch(30)
+    touch(22)
+    inner = hw.enter()  # resets the mark to 22; the outer phase must still see its 30
+    touch(25)
+    assert hw.exit(inner) == (25,)
+    assert hw.exit(outer) == (30,)
+    assert hw.peak() == (50,)  # from before any phase
+
+
+def test_meter_phase_on_cpu():
+    meter = DeviceMeter("cpu")
+    with meter.phase("alloc"):
+        ballast = torch.ones(64 * 2**20 // 4)
+    del ballast
+    with meter.phase("small"):
+        pass
+    peaks = meter.peaks()
+    assert peaks[C.PEAK_MEM_BYTES] == peaks[C.PEAK_RSS_BYTES] >= peak_rss_bytes() - 2**20
+    assert meter.phase_peaks["alloc"] - meter.phase_peaks["small"] > 48 * 2**20
+    assert peaks[C.PEAK_GPU_ALLOCATED] is None
+
+
+@pytest.mark.parametrize("exc, status", [
+    (MemoryError(), "oom"),
+    (torch.cuda.OutOfMemoryError("CUDA out of memory."), "oom"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"), "oom"),
+    (RuntimeError("shape mismatch"), "error"),
+    (ValueError("out of memory"), "error"),
+])
+def test_classify_exception(exc, status):
+    assert classify_exception(exc) == status
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("postgresql://user:pw@host/db", "postgresql://user:***@host/db"),
+    ("see postgresql+psycopg://u:p%40ss@h:5432/d?sslmode=require and more",
+     "see postgresql+psycopg://u:***@h:5432/d?sslmode=require and more"),
+    ("host=db user=u password=hunter2 dbname=x", "host=db user=u password=*** dbname=x"),
+    ("https://h/api?token=1&password=abc&x=2", "https://h/api?token=1&password=***&x=2"),
+    ("http://host:8080/path", "http://host:8080/path"),  # a port is not a password
+    ("user@host and a:b", "user@host and a:b"),
+])
+def test_redact(text, expected):
+    assert redact(text) == expected
+    assert redact({"a": [text]}) == {"a": [expected]}
+    assert not math.isnan(redact(1.5))
