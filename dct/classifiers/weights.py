@@ -33,10 +33,11 @@ def torch_load(path: Path, *, trust_pickle: bool):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        # The restricted unpickler says "Weights only load failed" for foreign objects; anything else
-        # (truncated file, not a torch file at all) is unreadable whatever the trust.
-        if "weights only" not in str(e).lower() and "weights_only" not in str(e).lower():
-            raise ModelNotFoundError(f"{path} is not a readable torch weights file: {e}") from None
+        # The restricted unpickler names the foreign class ("Unsupported global: GLOBAL argparse.Namespace");
+        # any other failure (junk bytes, a truncated file) is unreadable whatever the trust.
+        if "Unsupported global" not in str(e) and "can still be loaded" not in str(e):
+            first = str(e).strip().splitlines()[-1][:200]
+            raise ModelNotFoundError(f"{path} is not a readable torch weights file ({first})") from None
         if not trust_pickle:
             raise UnsafeWeightsError(_unsafe_message(path, "it holds Python objects, not only tensors")) from None
     except Exception as e:  # a junk file fails with anything from KeyError to RuntimeError
