@@ -23,7 +23,7 @@ def split_spec(spec: str, accepted: list[str]) -> tuple[str, str]:
     prefix, sep, target = spec.strip().partition(":")
     prefix = prefix.strip().lower()
     listing = ", ".join(f"'{p}:'" for p in accepted)
-    if not sep:
+    if not sep or not prefix:
         raise ClassifierSpecError(
             f"classifier spec {spec!r} has no family prefix; write '<family>:<target>' with one of {listing}")
     if prefix not in accepted:
@@ -34,11 +34,10 @@ def split_spec(spec: str, accepted: list[str]) -> tuple[str, str]:
     return prefix, target
 
 
-def split_ensemble(target: str, accepted: list[str]) -> list[str]:
-    """Split `a:x,b:y` at the commas that start a new `<family>:` member, so that a path holding a comma survives."""
-    starts = "|".join(re.escape(p) for p in sorted(accepted, key=len, reverse=True))
-    parts = re.split(rf",\s*(?=(?:{starts}):)", target)
-    return [p.strip() for p in parts]
+def split_ensemble(target: str) -> list[str]:
+    """Split `a:x,b:y` at the commas that start a new `<family>:` member, so that a path holding a comma
+    (but not ",word:") survives; unknown families among the members are then reported by split_spec."""
+    return [p.strip() for p in re.split(r",\s*(?=[A-Za-z][\w-]*:)", target)]
 
 
 def split_weights(target: str) -> tuple[str, str | None]:
