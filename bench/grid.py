@@ -168,46 +168,12 @@ def run_grid(spec: str | Path | Spec, *, store: str | Path | None = None, force:
         raise ConfigError(f"--timeout-per-cell {timeout!r} is not accepted: a number of seconds > 0")
     resolved = resolve_device(device)
     kind = get_cell(spec.kind)
-    spec_file = _spec_file_name(spec)
 
-    with _Signals() as signals, S.locked(spec.store) as store_path:
-        done = S.done_hashes(store_path)
-        todo = [c for c in cells if force or c.config_hash not in done]
-        result.skipped = [c for c in cells if c not in todo]
-        if spec.path is not None and spec.spec_hash is not None:
-            S.save_spec(store_path, spec.path, spec.spec_hash)
-        run_id = S.new_attempt_id()
-        console.print(f"[bold]{spec.name}[/]: {len(cells)} cell(s), {len(result.skipped)} already done, "
-                      f"{len(todo)} to run on {resolved} -> {store_path}")
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=console, disable=not show_progress, transient=False)
+    with _Signals() as signals:
         try:
-            with progress:
-                overall = progress.add_task("cells", total=len(todo))
-                for cell in todo:
-                    current = progress.add_task(f"  {cell.label}", total=None)
-
-                    def on_progress(message: dict, task=current, label=cell.label) -> None:
-                        info = " ".join(f"{k}={v}" for k, v in message.get("info", {}).items())
-                        progress.update(task, completed=message.get("done"), total=message.get("total"),
-                                        description=f"  {label} {info}".rstrip())
-
-                    attempt_id = S.new_attempt_id()
-                    out_dir = S.artifacts_dir(store_path, cell.config_hash, attempt_id)
-                    job = {"module": kind.module, "kind": spec.kind, "config": cell.config,
-                           "config_hash": cell.config_hash, "label": cell.label, "device": resolved,
-                           "out_dir": str(out_dir), "warmup_steps": spec.warmup_steps}
-                    prov = provenance(spec_file=spec_file, spec_hash=spec.spec_hash)
-                    started = now_iso()
-                    outcome = _worker().run_in_child(job, timeout=timeout, on_progress=on_progress)
-                    with signals.deferred():
-                        row = _row(spec, cell, run_id=run_id, attempt_id=attempt_id, store=store_path,
-                                   started=started, finished=now_iso(), result=outcome, prov=prov)
-                        S.write_attempt(store_path, row, outcome.get("curves", []))
-                        result.ran.append((cell, outcome[C.STATUS]))
-                    progress.remove_task(current)
-                    progress.advance(overall)
-                    _print_outcome(console, cell, row)
+            with S.locked(spec.store) as store_path:
+                _run_cells(spec, cells, result, store_path, signals=signals, force=force, kind_module=kind.module,
+                           device=resolved, timeout=timeout, console=console, show_progress=show_progress)
         except KeyboardInterrupt as e:
             result.interrupted_by = e.signum if isinstance(e, GridInterrupted) else signal.SIGINT
             console.print(f"[yellow]stopped by {signal.Signals(result.interrupted_by).name}[/]: "
@@ -216,6 +182,47 @@ def run_grid(spec: str | Path | Spec, *, store: str | Path | None = None, force:
 
     _print_summary(console, result)
     return result
+
+
+def _run_cells(spec: Spec, cells: list[Cell], result: GridResult, store_path: Path, *, signals: _Signals,
+               force: bool, kind_module: str, device: str, timeout: float | None, console: Console,
+               show_progress: bool) -> None:
+    done = S.done_hashes(store_path)
+    todo = [c for c in cells if force or c.config_hash not in done]
+    result.skipped = [c for c in cells if c not in todo]
+    if spec.path is not None and spec.spec_hash is not None:
+        S.save_spec(store_path, spec.path, spec.spec_hash)
+    run_id = S.new_attempt_id()
+    spec_file = _spec_file_name(spec)
+    console.print(f"[bold]{spec.name}[/]: {len(cells)} cell(s), {len(result.skipped)} already done, "
+                  f"{len(todo)} to run on {device} -> {store_path}")
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console, disable=not show_progress, transient=False)
+    with progress:
+        overall = progress.add_task("cells", total=len(todo))
+        for cell in todo:
+            current = progress.add_task(f"  {cell.label}", total=None)
+
+            def on_progress(message: dict, task=current, label=cell.label) -> None:
+                info = " ".join(f"{k}={v}" for k, v in message.get("info", {}).items())
+                progress.update(task, completed=message.get("done"), total=message.get("total"),
+                                description=f"  {label} {info}".rstrip())
+
+            attempt_id = S.new_attempt_id()
+            job = {"module": kind_module, "kind": spec.kind, "config": cell.config, "config_hash": cell.config_hash,
+                   "label": cell.label, "device": device, "warmup_steps": spec.warmup_steps,
+                   "out_dir": str(S.artifacts_dir(store_path, cell.config_hash, attempt_id))}
+            prov = provenance(spec_file=spec_file, spec_hash=spec.spec_hash)
+            started = now_iso()
+            outcome = _worker().run_in_child(job, timeout=timeout, on_progress=on_progress)
+            with signals.deferred():
+                row = _row(spec, cell, run_id=run_id, attempt_id=attempt_id, store=store_path, started=started,
+                           finished=now_iso(), result=outcome, prov=prov)
+                S.write_attempt(store_path, row, outcome.get("curves", []))
+                result.ran.append((cell, outcome[C.STATUS]))
+            progress.remove_task(current)
+            progress.advance(overall)
+            _print_outcome(console, cell, row)
 
 
 def _worker():
@@ -230,7 +237,7 @@ def _print_outcome(console: Console, cell: Cell, row: dict) -> None:
     peak = row.get(C.PEAK_MEM_BYTES)
     peak_text = f", peak {peak / 2**20:.0f} MiB" if isinstance(peak, (int, float)) else ""
     wall = row.get(C.WALL_S, row.get(C.PROCESS_WALL_S))
-    wall_text = f" in {wall:.1f} s" if isinstance(wall, (int, float)) else ""
+    wall_text = f" in {wall:.2f} s" if isinstance(wall, (int, float)) else ""
     line = f"[{style}]{status}[/] {cell.config_hash} {cell.label}{wall_text}{peak_text}"
     console.print(line, highlight=False)
     if status != C.STATUS_OK and row.get(C.ERROR):

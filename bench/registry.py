@@ -16,18 +16,22 @@
 what gets hashed and stored. `run` executes in a fresh child process, so it must be a module-level
 function: the child imports its module, which registers the kind again there.
 
-Kinds the project ships are registered by importing the modules in BUILTIN_MODULES on first lookup.
+Kinds the project ships are registered by importing the modules in BUILTIN_MODULES on first lookup;
+kinds of your own, by naming their modules in $DCT_CELL_MODULES (comma-separated), e.g.
+`DCT_CELL_MODULES=mylab.cells dct bench run --spec mine.toml`.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from dct.errors import ConfigError
 
-BUILTIN_MODULES = ("bench.cells_dct",)
+BUILTIN_MODULES = ("bench.cells_dct", "bench.cells_step")
+MODULES_ENV = "DCT_CELL_MODULES"
 
 
 @dataclass
@@ -78,13 +82,21 @@ def _load_builtins() -> None:
         except ModuleNotFoundError as e:
             if e.name != module:  # the module exists but one of its imports is missing: say so
                 raise
+    for module in filter(None, (m.strip() for m in os.environ.get(MODULES_ENV, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            raise ConfigError(f"${MODULES_ENV} names module {module!r}, which cannot be imported") from None
 
 
 def get_cell(kind: str) -> CellKind:
     if kind not in _KINDS:
         _load_builtins()
     if kind not in _KINDS:
-        raise ConfigError(f"unknown cell kind {kind!r}; registered kinds: {sorted(_KINDS) or 'none'}")
+        raise ConfigError(f"unknown cell kind {kind!r}; registered kinds: {sorted(_KINDS) or 'none'} "
+                          f"(modules of other kinds can be named in ${MODULES_ENV})")
     return _KINDS[kind]
 
 

@@ -14,6 +14,7 @@ from dct.errors import ConfigError
 from . import columns as C
 
 SUMMARY_COLUMNS = (C.CONFIG_HASH, C.LABEL, C.STATUS, C.WALL_S, C.STEP_TIME_MEDIAN_S, C.PEAK_MEM_BYTES)
+_LONG_TEXT = {C.ERROR, C.TRACEBACK, C.CONFIG_JSON, C.STEP_TIMES_S}
 _STATUS_STYLE = {C.STATUS_OK: "green", C.STATUS_ERROR: "red", C.STATUS_OOM: "magenta",
                  C.STATUS_KILLED: "red", C.STATUS_TIMEOUT: "yellow"}
 
@@ -50,7 +51,8 @@ def _format(column: str, value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     text = str(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    limit = 40 if column in _LONG_TEXT else 80  # --json shows them whole
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def render(frame: pd.DataFrame, columns: list[str] | None = None, *, title: str | None = None) -> Table:
@@ -58,7 +60,10 @@ def render(frame: pd.DataFrame, columns: list[str] | None = None, *, title: str 
     table = Table(title=title, show_lines=False)
     for col in columns:
         justify = "right" if pd.api.types.is_numeric_dtype(frame[col]) and frame[col].dtype != bool else "left"
-        table.add_column(col, justify=justify, overflow="fold")
+        if col in (C.CONFIG_HASH, C.STATUS):
+            table.add_column(col, justify=justify, no_wrap=True)
+        else:
+            table.add_column(col, justify=justify, overflow="fold", min_width=9)
     for _, row in frame.iterrows():
         # Text, not markup: an error message like "[Errno 12]" must print as it is.
         table.add_row(*(Text(_format(col, row[col]), style=_STATUS_STYLE.get(row[col], "") if col == C.STATUS else "")

@@ -23,6 +23,7 @@ from typing import Any, Callable
 from . import columns as C
 
 _SPAWN = multiprocessing.get_context("spawn")
+LOG_NAME = "cell.log"  # in the attempt's artifacts folder: the cell's stdout and stderr
 
 
 # --- in the child --------------------------------------------------------------------------------------
@@ -90,37 +91,60 @@ def classify_exception(exc: BaseException) -> str:
     return C.STATUS_ERROR
 
 
+def _redirect_output(log: Path) -> None:
+    # The runner's terminal shows its progress bar; a cell's prints and library progress bars go to a
+    # log beside its artifacts instead (the error and traceback are recorded in its row either way).
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def child_main(job: dict, conn) -> None:
     # Ctrl-C reaches the whole process group; the runner decides what happens to the child.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(job["parent_pid"])
-    from .context import CellContext
-    from .measure import DeviceMeter, StepTimer, describe_device
-    from .registry import get_cell
-
-    importlib.import_module(job["module"])  # registers the kind in this fresh interpreter
-    kind = get_cell(job["kind"])
-    device = job["device"]
-    meter = DeviceMeter(device)
-    timer = StepTimer(job["warmup_steps"], meter.sync())
     out_dir = Path(job["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = CellContext(out_dir=out_dir, device=device, config_hash=job["config_hash"], label=job["label"],
-                      timer=timer, meter=meter, _report=lambda m: conn.send({"type": "progress", **m}))
-    config = job["config"]
-    _seed_everything(config.get("seed"))
+    if job.get("log"):
+        _redirect_output(out_dir / LOG_NAME)
 
     result: dict[str, Any] = {"type": "result", C.STATUS: C.STATUS_OK, C.ERROR: None, C.TRACEBACK: None,
-                              "metrics": {}, "curves": []}
+                              "metrics": {}, "curves": [], "measured": {C.DEVICE: job["device"]}}
+    meter = timer = None
     start = time.perf_counter()
     try:
+        from .context import CellContext
+        from .measure import DeviceMeter, StepTimer
+        from .registry import get_cell
+
+        importlib.import_module(job["module"])  # registers the kind in this fresh interpreter
+        kind = get_cell(job["kind"])
+        meter = DeviceMeter(job["device"])
+        timer = StepTimer(job["warmup_steps"], meter.sync())
+        ctx = CellContext(out_dir=out_dir, device=job["device"], config_hash=job["config_hash"], label=job["label"],
+                          timer=timer, meter=meter, _report=lambda m: conn.send({"type": "progress", **m}))
+        config = job["config"]
+        _seed_everything(config.get("seed"))
+        start = time.perf_counter()
         output = kind.run(config, ctx)
         result["metrics"], result["curves"] = _check_output(output)
     except BaseException as exc:  # noqa: BLE001 - every failure of a cell is a recorded outcome
         result[C.STATUS] = classify_exception(exc)
         result[C.ERROR] = f"{type(exc).__name__}: {exc}"
         result[C.TRACEBACK] = traceback.format_exc(limit=-15)
+        traceback.print_exc()
     wall = time.perf_counter() - start
+    if meter is not None and timer is not None:
+        result["measured"] = _measurements(job["device"], meter, timer, wall)
+    conn.send(result)
+    conn.close()
+
+
+def _measurements(device: str, meter, timer, wall: float) -> dict[str, Any]:
+    from .measure import describe_device
 
     median = timer.median()
     measured = {
@@ -138,9 +162,7 @@ def child_main(job: dict, conn) -> None:
         measured[C.phase_peak_col(name)] = meter.phase_peaks.get(name)
     if device.startswith("cuda"):
         measured[C.CUDA_VERSION] = sys.modules["torch"].version.cuda
-    result["measured"] = measured
-    conn.send(result)
-    conn.close()
+    return measured
 
 
 # --- in the runner ---------------------------------------------------------------------------------------
@@ -151,7 +173,7 @@ def run_in_child(job: dict, *, timeout: float | None = None,
     """Run one cell in a spawned child and return its result message (see child_main), or a synthetic
     one when the child died (status killed), overran `timeout` (status timeout) or exited without a
     result (status error). Any exception here (Ctrl-C included) kills the child before propagating."""
-    job = {**job, "parent_pid": os.getpid()}
+    job = {"log": True, **job, "parent_pid": os.getpid()}
     receiver, sender = _SPAWN.Pipe(duplex=False)
     process = _SPAWN.Process(target=child_main, args=(job, sender), name=f"bench-cell-{job['config_hash']}")
     started = time.perf_counter()
