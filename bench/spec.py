@@ -130,7 +130,7 @@ def parse_spec(data: dict, *, source: str = "<spec>", path: Path | None = None, 
     exp = data.get("experiment")
     if not isinstance(exp, dict):
         fail("missing [experiment] table (with at least name = ... and cell = ...)")
-    for key, value in exp.items():
+    for key in exp:
         if key not in EXPERIMENT_KEYS:
             fail(f"[experiment] unknown key {key!r}{_did_you_mean(key, EXPERIMENT_KEYS)}; "
                  f"accepted: {sorted(EXPERIMENT_KEYS)}")

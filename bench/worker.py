@@ -200,7 +200,9 @@ def run_in_child(job: dict, *, timeout: float | None = None,
                 break
             elif not process.is_alive() and not receiver.poll(0):
                 break
-        process.join(timeout=30 if result is not None else 0.5)
+        # after a result the child only has to exit; after EOF it is exiting already; after a timeout it
+        # is killed below
+        process.join(timeout=30 if result is not None else 0 if status == C.STATUS_TIMEOUT else 5)
     finally:
         if process.is_alive():
             process.terminate()
@@ -216,12 +218,15 @@ def run_in_child(job: dict, *, timeout: float | None = None,
             error = f"timeout: still running after {timeout:g} s, killed"
         elif code is not None and code < 0:
             status = C.STATUS_KILLED
-            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
             hint = " (the OS out-of-memory killer sends SIGKILL)" if -code == signal.SIGKILL else ""
-            error = f"killed: the cell's process died from {name}{hint}"
+            error = f"killed: the cell's process died from {name}{hint}; see {LOG_NAME} in its artifacts"
         else:
             status = C.STATUS_ERROR
-            error = f"the cell's process exited with code {code} without a result"
+            error = f"the cell's process exited with code {code} without a result; see {LOG_NAME} in its artifacts"
         result = {"type": "result", C.STATUS: status, C.ERROR: error, C.TRACEBACK: None,
                   "metrics": {}, "curves": [], "measured": {C.DEVICE: job["device"]}}
     result["measured"][C.PROCESS_WALL_S] = elapsed
