@@ -11,7 +11,7 @@ from dct.errors import ClassifierSpecError, ModelNotFoundError, UnsafeWeightsErr
 from .base import Classifier, HFNet
 from .labels import hf_labels
 from .preprocess import from_hf_processor
-from .spec import folder_or_hub_id
+from .spec import folder_or_hub_id, local_path
 from .weights import hf_hub_online
 
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -35,9 +35,9 @@ def _locate(target: str, family: str) -> tuple[str, Path | None, dict]:
         return source, None, {"local_files_only": True}  # cached: never touch the network
     if hf_hub_online():
         return source, None, {}
-    raise ModelNotFoundError(f"{family}:{target}: hub model {source!r} is not in the local cache and the hub "
-                             f"cannot be reached (offline). Download it elsewhere and pass the folder: "
-                             f"{family}:/path/to/folder")
+    raise ModelNotFoundError(f"{family}:{target}: no folder {local_path(target)} and hub model {source!r} is not "
+                             "in the local cache, and the hub cannot be reached (offline). Download it elsewhere "
+                             f"and pass the folder: {family}:/path/to/folder")
 
 
 def _load(call, spec: str):
@@ -101,8 +101,15 @@ def load_hf_vitmae(target: str, *, trust_pickle: bool = False) -> Classifier:
 def _wrap(model, processor, spec: str, *, family: str, folder: Path | None, info: dict | None = None) -> Classifier:
     labels, labels_source = hf_labels(model.config)
     preprocessing = from_hf_processor(processor, "image processor config")
-    weights = next((folder / f for f in _WEIGHT_FILES if folder and (folder / f).is_file() and "index" not in f), None)
-    source = f"folder {folder}" if folder else f"hub {spec.split(':', 1)[1]}"
+    hub_id = spec.split(":", 1)[1]
+    if folder is not None:
+        weights = next((folder / f for f in _WEIGHT_FILES if (folder / f).is_file() and "index" not in f), None)
+    else:  # the cached snapshot path names the hub revision: worth recording
+        from huggingface_hub import try_to_load_from_cache
+
+        found = [try_to_load_from_cache(hub_id, f) for f in _WEIGHT_FILES if "index" not in f]
+        weights = next((Path(f) for f in found if isinstance(f, str)), None)
+    source = f"folder {folder}" if folder else f"hub {hub_id}" + (f" (cached {weights.parent})" if weights else "")
     return Classifier(HFNet(model, len(labels)), preprocessing, labels, spec=spec, family=family, source=source,
                       labels_source=labels_source, weights_file=weights,
                       info={"model_class": type(model).__name__, **(info or {})})

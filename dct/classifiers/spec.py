@@ -49,7 +49,7 @@ def split_weights(target: str) -> tuple[str, str | None]:
 
 
 def looks_like_path(target: str) -> bool:
-    return target.startswith((".", "/", "~")) or os.sep in target or "/" in target or (os.altsep or "/") in target
+    return target.startswith((".", "/", "~")) or "/" in target or os.sep in target
 
 
 def local_path(target: str) -> Path:
@@ -76,6 +76,6 @@ def folder_or_hub_id(target: str, what: str) -> tuple[str, Path | None]:
     path = local_path(target)
     if path.is_dir():
         return str(path), path
-    if _HUB_ID.fullmatch(target) or "/" not in target and not looks_like_path(target):
+    if _HUB_ID.fullmatch(target) or not looks_like_path(target):
         return target, None
     raise ModelNotFoundError(f"{what} {target!r} is neither an existing folder ({path}) nor a hub id 'owner/name'")

@@ -8,7 +8,7 @@ import json
 import pickle
 from pathlib import Path
 
-from dct.errors import ModelNotFoundError, UnsafeWeightsError
+from dct.errors import ClassifierSpecError, ModelNotFoundError, UnsafeWeightsError
 
 from .base import Classifier, TimmNet
 from .labels import generic_labels, imagenet_labels
@@ -23,6 +23,9 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safe
 def load_timm(target: str, *, trust_pickle: bool = False) -> Classifier:
     if target.startswith(_LOCAL_DIR):
         return from_folder(existing_dir(target[len(_LOCAL_DIR):], "timm local-dir folder"))
+    if target.startswith("hf-hub:"):
+        raise ClassifierSpecError(f"timm:{target}: timm's hf-hub: source is not supported here (it needs the "
+                                  "network); download the repo and pass its folder as timm:/path/to/folder")
     name, weights = split_weights(target)
     if weights is not None:
         return _from_file(name, existing_file(weights, "timm weights file"), trust_pickle)

@@ -9,6 +9,9 @@ from torch import nn
 from dct.classifiers import load_classifier
 from dct.errors import ClassifierSpecError, ModelNotFoundError, UnsafeWeightsError
 
+# torch 2.14 deprecates torch.jit; users still hold TorchScript archives, so the family keeps reading them
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+
 
 class TinyNet(nn.Module):
     def __init__(self, num_classes=4):

@@ -144,3 +144,15 @@ def test_stock_vit_config_loads_as_vitmae_too(hf_dir, images):
     # a ViT fine-tuned with the mean-pool head may ship a plain 'vit' config
     clf = load_classifier(f"hf-vitmae:{hf_dir}")
     assert clf(images).shape == (2, len(vit_config().id2label))
+
+
+def test_preprocessing_can_be_swapped_for_the_reference_codes_resize(hf_dir, images):
+    # The reference code resizes google/vit-large-patch16-224 inputs bicubic to short side 256, crops 224,
+    # without antialiasing (kornia), unlike the model's own processor; a run can replay that explicitly.
+    clf = load_classifier(f"hf:{hf_dir}")
+    before = clf(images)
+    clf.set_preprocessing(clf.preprocessing.replace(resize="short_side", size=(36,), crop=(32, 32),
+                                                    interpolation="bicubic", antialias=False, source="reference"))
+    d = clf.describe()["preprocessing"]
+    assert (d["resize"], d["size"], d["antialias"], d["source"]) == ("short_side", [36], False, "reference")
+    assert not torch.allclose(clf(images), before, atol=1e-3)

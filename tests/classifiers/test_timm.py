@@ -112,3 +112,20 @@ def test_registry_name_offline_fails_fast_with_a_local_alternative(monkeypatch):
         load_classifier("timm:resnet18")
     assert "offline" in str(err.value)
     assert isinstance(err.value, DCTError)
+
+
+def test_registry_name_loads_cached_weights_without_the_network(monkeypatch, tmp_path, images):
+    import timm
+    from safetensors.torch import save_file
+
+    from dct.classifiers import timm_models
+
+    torch.manual_seed(2)
+    model = timm.create_model("test_resnet").eval()  # the registry's 1000-class ImageNet head
+    save_file(model.state_dict(), str(tmp_path / "model.safetensors"))
+    monkeypatch.setattr(timm_models, "_cached_weights", lambda cfg: tmp_path / "model.safetensors")
+    monkeypatch.setattr(timm_models, "hf_hub_online", lambda: pytest.fail("asked the network"))
+    clf = load_classifier("timm:test_resnet")
+    assert clf.spec == "timm:test_resnet" and clf.num_classes == 1000
+    assert clf.labels[0] == "tench, Tinca tinca"  # ImageNet names that ship inside timm
+    assert torch.allclose(clf(images), model(clf.preprocess(images)), atol=1e-5)
