@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from dct.errors import ClassifierSpecError, ModelNotFoundError, UnsafeWeightsError
+from dct.errors import ClassifierSpecError, UnsafeWeightsError
 
 from .base import Classifier, ModuleNet, final_linear
 from .labels import generic_labels
