@@ -122,21 +122,19 @@ def generate(
 
 
 def _mount_subapps() -> None:
-    """Sub-apps live beside the code they drive; each is optional so a partial install still runs."""
-    mounts = [("dct.world.cli", "world_app", "world", "Build, check and describe the embedded tiny world."),
-              ("dct.eval.cli", "eval_app", "eval", "Accuracy (with CIs) and FID/KID of generated images."),
-              ("bench.cli", "bench_app", "bench", "Measured grids: depth, classifier, transfer."),
-              ("bench.cli", "results_app", "results", "Show a results store."),
-              ("bench.search_cli", "search_app", "search", "Optuna hyperparameter search."),
-              ("bench.figures_cli", "figures_app", "figures", "Ablation figures and reports.")]
-    import importlib
+    """Sub-apps live beside the code they drive."""
+    from bench.cli import bench_app, make_bench_command, results_app
+    from dct.eval.cli import eval_app
+    from dct.world.cli import world_app
 
-    for module, attr, name, help_text in mounts:
-        try:
-            sub = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            continue
-        app.add_typer(sub, name=name, help=help_text)
+    for name, text in (("depth", "Backprop depth x gradient checkpointing x precision (ablations/depth.toml)."),
+                       ("classifier", "Which classifier guides training; the judge stays fixed (ablations/classifier.toml)."),
+                       ("transfer", "Train with one domain's classifier, judge with the other's (ablations/transfer.toml).")):
+        bench_app.command(name, help=text)(make_bench_command(name, help=text))
+    app.add_typer(world_app, name="world", help="Build, check and describe the embedded tiny world.")
+    app.add_typer(eval_app, name="eval", help="Judge accuracy (with CIs) and FID/KID of a token vs the plain prompt.")
+    app.add_typer(bench_app, name="bench")
+    app.add_typer(results_app, name="results")
 
 
 _mount_subapps()

@@ -43,7 +43,8 @@ KEYS = set(FIELDS) | set(EVAL_DEFAULTS)
 
 def validate(config: dict) -> dict:
     """Fill defaults and check every value cheaply (no model is loaded)."""
-    from dct.classifiers import parse_spec
+    from dct.classifiers import CLASSIFIER_FAMILIES
+    from dct.classifiers.spec import split_ensemble, split_spec
 
     unknown = sorted(set(config) - KEYS)
     if unknown:
@@ -53,8 +54,10 @@ def validate(config: dict) -> dict:
     overrides = {k: v for k, v in values.items() if k in FIELDS and k != "preset"}
     train = load_preset(values.get("preset") or "fast", **overrides)
     for spec in [train.classifier, values["judge"], *values["eval_classifiers"]]:
-        if spec is not None:
-            parse_spec(spec)
+        if spec is not None:  # parsing only (prefix, ensemble members): loading waits for the cell
+            family, target = split_spec(spec, list(CLASSIFIER_FAMILIES))
+            for member in split_ensemble(target) if family == "ensemble" else ():
+                split_spec(member, list(CLASSIFIER_FAMILIES))
     if not isinstance(values["eval_seeds"], int) or values["eval_seeds"] < 2:
         raise ConfigError(f"eval_seeds={values['eval_seeds']!r} is not accepted: an integer >= 2")
     classes = values["classes"]
