@@ -27,27 +27,6 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-7', '0,3,5' or '0-3,10' -> a list of ints."""
-    from dct.errors import ConfigError
-
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            if "-" in part.strip()[1:]:
-                a, b = part.split("-", 1)
-                seeds.extend(range(int(a), int(b) + 1))
-            else:
-                seeds.append(int(part))
-    except ValueError:
-        raise ConfigError(f"seeds {text!r} are malformed: use e.g. '0-7', '0,3,5' or '0-3,10'") from None
-    return seeds
-
-
-def _class_arg(value: str) -> int | str:
-    return int(value) if value.strip().isdigit() else value
-
-
 @app.command()
 def train(
     cls: str = typer.Option(..., "--class", "-c", help="Class index (0-based) or name."),
@@ -81,9 +60,8 @@ def train(
                           checkpointing=checkpointing, precision=precision, scheduler=scheduler, steps=steps,
                           guidance=guidance, lr=lr, max_epochs=max_epochs, images_per_update=images_per_update,
                           rollout_batch=rollout_batch, seed=seed)
-        target = _class_arg(cls)
         path = out or Path("tokens") / f"class-{cls}.safetensors"
-        path, sidecar = train_to_file(cfg, target, path, device=device, overwrite=overwrite, progress=True)
+        path, sidecar = train_to_file(cfg, cls, path, device=device, overwrite=overwrite, progress=True)
     except DCTError as exc:
         _fail(exc)
     if json_out:
@@ -110,10 +88,11 @@ def generate(
 ):
     """Render images with a learned token (and/or the plain prompt) on fixed seeds."""
     from dct.errors import DCTError
+    from dct.eval.cli import parse_seeds
     from dct.jobs import run_generate
 
     try:
-        files = run_generate(out=out, token=token, cls=_class_arg(cls) if cls else None, prompt=prompt,
+        files = run_generate(out=out, token=token, cls=cls, prompt=prompt,
                              plain=plain, model=model, seeds=parse_seeds(seeds), scheduler=scheduler, steps=steps,
                              guidance=guidance, device=device)
     except DCTError as exc:

@@ -149,7 +149,7 @@ def run_generate(*, out: Path, token: Path | None, cls: int | str | None, prompt
         vectors, meta = load_tokens(token)
     if token is None and prompt is None and cls is None:
         raise ConfigError("give --token, --class or --prompt")
-    cfg = TrainConfig(model=model or _token_model(meta))
+    cfg = TrainConfig(model=model or token_model(meta))
     res = resolve_defaults(cfg)
     names = res.class_names
     if cls is None and meta:
@@ -188,14 +188,11 @@ def run_generate(*, out: Path, token: Path | None, cls: int | str | None, prompt
     return files
 
 
-def _token_model(meta: dict) -> str | None:
+def token_model(meta: dict) -> str | None:
     """The model a token was trained on, unless that was the embedded world (whose path may move)."""
-    if not meta or meta.get("world", False):
+    if not meta or meta.get("world") or not meta.get("model"):
         return None
-    from .world.paths import default_pipeline_dir
-
-    model = meta.get("model")
-    return None if model is None or Path(model) == Path(default_pipeline_dir()) else model
+    return meta["model"]
 
 
 def resolve_world_class(names: list[str], cls: int | str) -> int:

@@ -22,6 +22,7 @@ import torch
 import typer
 
 from ..errors import ConfigError, DCTError
+from ..jobs import token_model
 
 eval_app = typer.Typer(help="Accuracy (with bootstrap CIs) and FID/KID of generated images.",
                        no_args_is_help=False, pretty_exceptions_enable=False, add_completion=False,
@@ -265,7 +266,7 @@ def _eval(*, token, cls, classifier, model, seeds, fid, reference, reference_dom
         raise ConfigError(f"Inception weights file {str(inception_weights)!r} does not exist")
     if template is not None and "{}" not in template:
         raise ConfigError(f"--template {template!r} must contain '{{}}' for the class")
-    model = model or _token_model(meta)
+    model = model or token_model(meta)
     if fid and reference is None and model is not None:
         raise ConfigError("--fid needs --reference (a folder of real images of the class) for a model other "
                           "than the tiny world")
@@ -279,7 +280,7 @@ def _eval(*, token, cls, classifier, model, seeds, fid, reference, reference_dom
     from ..classifiers import load_classifier, resolve_class
 
     judge = load_classifier(classifier, device=device)
-    target = resolve_class(judge, _class_arg(cls) if cls is not None else meta["class_index"])
+    target = resolve_class(judge, cls if cls is not None else meta["class_index"])
     if cls is None and meta.get("class_name"):
         class_name = meta["class_name"]  # the exact words the token was trained with
     else:
@@ -302,14 +303,3 @@ def _eval(*, token, cls, classifier, model, seeds, fid, reference, reference_dom
                           n_boot=n_boot, images_out=images_out, progress=progress)
     result.update(model=res.model, token=str(token) if token else None, reference=ref_desc)
     return result
-
-
-def _class_arg(value):
-    return int(value) if isinstance(value, str) and value.strip().isdigit() else value
-
-
-def _token_model(meta: dict) -> str | None:
-    """The model a token was trained on, unless that was the embedded world (whose path may move)."""
-    if not meta or meta.get("world") or not meta.get("model"):
-        return None
-    return meta["model"]
