@@ -1,0 +1,93 @@
+"""The DCT cell through the real grid runner on tiny real models: it trains, evaluates, records, and a
+re-run skips what is done."""
+
+import io
+
+import pytest
+from rich.console import Console
+
+from bench import columns as C
+from bench.grid import run_grid
+from bench.store import load_cells, load_curves
+from dct.errors import ConfigError
+
+SPEC = """
+[experiment]
+name = "dct-mini"
+cell = "dct"
+store = "{store}"
+
+[fixed]
+preset = "fast"
+model = "{model}"
+classifier = "timm:{clf}"
+judge = "timm:{clf}"
+classes = [1, 3]
+steps = 3
+max_epochs = 2
+images_per_update = 2
+rollout_batch = 2
+guidance = 3.0
+eval_seeds = 4
+eval_steps = 3
+fid_reference = "{ref}"
+
+[axes]
+depth = [1, "full"]
+"""
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    import torch
+
+    from dct.generate import save_images
+
+    folder = tmp_path_factory.mktemp("ref")
+    images = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    save_images(images, folder, [f"r{i}" for i in range(8)])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory, tiny_sd_dir, tiny_timm_dir, reference):
+    folder = tmp_path_factory.mktemp("dctgrid")
+    spec = folder / "dct-mini.toml"
+    spec.write_text(SPEC.format(store=folder / "store", model=tiny_sd_dir, clf=tiny_timm_dir, ref=reference))
+    first = run_grid(spec, console=Console(file=io.StringIO()), show_progress=False)
+    return spec, folder / "store", first
+
+
+def test_cells_train_and_evaluate(grid):
+    _, store, first = grid
+    assert [status for _, status in first.ran] == ["ok", "ok"], load_cells(store)[C.ERROR].tolist()
+    cells = load_cells(store).set_index(C.LABEL)
+    assert len(cells) == 2
+    m = C.metric_col
+    for label in cells.index:
+        row = cells.loc[label]
+        assert 0 <= row[m("acc")] <= 1 and row[m("acc_lo")] <= row[m("acc")] <= row[m("acc_hi")]
+        assert row[m("eval_images")] == 8 and row[m("n_classes")] == 2
+        assert row[m("fid")] >= 0 and row[m("fid_n_reference")] == 8
+        assert row[C.STEP_TIME_MEDIAN_S] > 0 and row[C.PEAK_MEM_BYTES] > 0
+    assert cells.loc["depth=1", m("grad_calls")] == 1
+    assert cells.loc["depth=full", m("grad_calls")] == cells.loc["depth=full", m("unet_calls")] == 3
+    curves = load_curves(store)
+    assert len(curves) == 2 * 2 * 2  # cells x classes x epochs
+    assert set(curves["class_id"]) == {1, 3}
+
+
+def test_rerun_skips_done_cells(grid):
+    spec, store, _ = grid
+    again = run_grid(spec, console=Console(file=io.StringIO()), show_progress=False)
+    assert again.ran == []
+    assert len(load_cells(store)) == 2
+
+
+def test_bad_setting_is_rejected_before_work(tmp_path, tiny_sd_dir, tiny_timm_dir, reference):
+    spec = tmp_path / "bad.toml"
+    spec.write_text(SPEC.format(store=tmp_path / "s", model=tiny_sd_dir, clf=tiny_timm_dir, ref=reference)
+                    .replace("guidance = 3.0", "guidanse = 3.0"))
+    with pytest.raises(ConfigError, match="guidanse"):
+        run_grid(spec, console=Console(file=io.StringIO()), show_progress=False)
+    assert not (tmp_path / "s" / "cells").exists() or not any((tmp_path / "s" / "cells").iterdir())
