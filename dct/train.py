@@ -1,12 +1,17 @@
-"""Training one discriminative class token (Schwartz et al., ICCV 2023, arXiv 2303.17155, Sec. 3).
+"""Training discriminative class tokens (Schwartz et al., ICCV 2023, arXiv 2303.17155, Sec. 3).
 
     loss = CE( classifier( decode( rollout(latents, text_encoder(prompt with <token>)) ) ), class )
 
-Only the token vector is a parameter. Each epoch renders `images_per_update` images from the training
-templates (in rollouts of `rollout_batch` images, gradients accumulated), then takes one optimiser step.
-The epoch's summed loss picks the best token (the reference keeps the lowest), and the epoch's accuracy
-under the guiding classifier drives early stopping (strictly above `stop_accuracy`), with `patience`
-epochs without a lower loss as the other stopping rule.
+Only the token vectors are parameters. Each epoch renders `images_per_update` images per class from the
+training templates (in rollouts of `rollout_batch` images per class, gradients accumulated), then takes
+one optimiser step. Per class, the epoch's summed loss picks the best token (the reference keeps the
+lowest), and the epoch's accuracy under the guiding classifier drives early stopping (strictly above
+`stop_accuracy`), with `patience` epochs without a lower loss as the other stopping rule.
+
+Several classes train in the same rollouts, each sample spliced with its own class's token. Starting
+latents depend only on (seed, epoch) and template choices only on (seed, class), and Adam works element
+by element, so a class trained among others gets the token it would get alone (up to float rounding);
+a class that stops leaves the batch and its row is frozen.
 """
 
 from __future__ import annotations
@@ -48,11 +53,13 @@ class LossScaler:
         self.growth_interval = growth_interval
         self._good_steps = 0
 
-    def unscale_and_check(self, grad: torch.Tensor) -> str:
+    def unscale_and_check(self, grad: torch.Tensor, rows: list[int] | None = None) -> str:
+        """Unscale `grad` in place and classify the `rows` that must carry gradient (default: all)."""
         grad.div_(self.scale)
+        grad = grad if rows is None else grad[rows]
         if not torch.isfinite(grad).all():
             status = "nonfinite"
-        elif grad.abs().max() == 0:
+        elif (grad.abs().amax(-1) == 0).any():
             status = "zero"
         else:
             status = "ok"
@@ -125,7 +132,8 @@ def epoch_latents(parts: Parts, cfg: TrainConfig, epoch: int) -> torch.Tensor:
 
 
 def dct_loss(parts: Parts, tokens: ClassTokens, classifier, scheduler, cfg: TrainConfig, prompts: list[str],
-             latents: torch.Tensor, labels: torch.Tensor, uncond_cache: dict | None = None):
+             latents: torch.Tensor, labels: torch.Tensor, uncond_cache: dict | None = None,
+             reduction: str = "mean"):
     """One DCT forward pass: encode prompts with the token, roll out, decode, classify, cross-entropy.
 
     Returns (loss, logits, RolloutResult); the caller calls backward. Training and every benchmark of
@@ -146,107 +154,157 @@ def dct_loss(parts: Parts, tokens: ClassTokens, classifier, scheduler, cfg: Trai
     out = rollout(parts.unet, parts.vae, scheduler, cond, uncond, latents, num_steps=cfg.steps,
                   guidance=cfg.guidance, depth=cfg.depth, checkpointing=cfg.checkpointing)
     logits = classifier(out.images).float()
-    return F.cross_entropy(logits, labels), logits, out
+    return F.cross_entropy(logits, labels, reduction=reduction), logits, out
 
 
-def train_token(
+def train_token(parts: Parts, classifier: torch.nn.Module, target: int, class_name: str, cfg: TrainConfig, *,
+                templates: tuple[str, ...], tokens: ClassTokens | None = None, **kwargs) -> TrainResult:
+    """Train the token of one class `target`, named `class_name` in prompts (see `train_tokens`)."""
+    return train_tokens(parts, classifier, [target], [class_name], cfg, templates=templates, tokens=tokens,
+                        **kwargs)[0]
+
+
+@dataclass
+class _ClassState:
+    result: TrainResult
+    row: int  # this class's row of tokens.vectors
+    rng: random.Random  # template choice, per class so a class's prompts do not depend on the others
+    best_loss: float = math.inf
+    since_best: int = 0
+    active: bool = True
+
+
+def train_tokens(
     parts: Parts,
     classifier: torch.nn.Module,
-    target: int,
-    class_name: str,
+    targets: list[int],
+    class_names: list[str],
     cfg: TrainConfig,
     *,
     templates: tuple[str, ...],
     tokens: ClassTokens | None = None,
+    placeholders: list[str] | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    on_class_done: Callable[[TrainResult], None] | None = None,
     timed_step: Callable[[], ContextManager] | None = None,
     progress: bool = True,
-) -> TrainResult:
-    """Train the token for class `target` (named `class_name` in prompts) against `classifier`.
+) -> list[TrainResult]:
+    """Train one token per class in `targets` against `classifier`, all classes in the same rollouts.
 
-    `timed_step()` wraps each optimisation step (an epoch: rollouts, backward, update), so a
-    benchmark times exactly the training step and nothing around it.
+    Placeholders default to `cfg.placeholder` for one class, `<placeholder><class>` for several.
+    `timed_step()` wraps each optimisation step (rollouts, backward, update), so a benchmark times
+    exactly the training step; `on_class_done(result)` fires as each class stops (resumable banks).
     """
+    if len(targets) != len(class_names) or not targets:
+        raise TrainingError(f"need one class name per target; got {len(targets)} targets, {len(class_names)} names")
+    if placeholders is None:
+        placeholders = [cfg.placeholder] if len(targets) == 1 else [f"{cfg.placeholder}{t}" for t in targets]
     torch.manual_seed(cfg.seed)
     prepare_parts(parts, cfg)
     if tokens is None:
-        tokens = ClassTokens(parts.tokenizer, parts.text_encoder, [cfg.placeholder], cfg.init_word)
+        tokens = ClassTokens(parts.tokenizer, parts.text_encoder, placeholders, cfg.init_word)
     optimizer = _make_optimizer(cfg, [tokens.vectors])
     scaler = LossScaler(cfg.precision == "fp16")
     scheduler = make_scheduler(cfg.scheduler, parts.scheduler)
-    rng = random.Random(cfg.seed)  # template choice, independent of torch's stream
-    subject = f"{cfg.placeholder} {class_name}"
-    labels = torch.full((cfg.rollout_batch,), target, device=parts.device)
     uncond_cache: dict[int, torch.Tensor] = {}
-
-    result = TrainResult(vector=tokens.vectors[0].detach().cpu().clone(), placeholder=cfg.placeholder,
-                         target=target, class_name=class_name)
-    best_loss, since_best, images_seen = math.inf, 0, 0
-    bar = _progress(cfg.max_epochs, f"token for class {target} ({class_name})", progress)
+    states = [_ClassState(TrainResult(vector=tokens.vectors[i].detach().float().cpu().clone(), placeholder=ph,
+                                      target=t, class_name=name), row=i, rng=random.Random(cfg.seed * 1_000_003 + t))
+              for i, (t, ph, name) in enumerate(zip(targets, placeholders, class_names))]
+    rb, ipu = cfg.rollout_batch, cfg.images_per_update
+    desc = f"token for class {targets[0]} ({class_names[0]})" if len(targets) == 1 else f"{len(targets)} tokens"
+    bar = _progress(cfg.max_epochs, desc, progress)
     start = time.perf_counter()
     for epoch in range(cfg.max_epochs):
+        active = [st for st in states if st.active]
+        if not active:
+            break
+        rows = [st.row for st in active]
         t0 = time.perf_counter()
         with timed_step() if timed_step else nullcontext():
             optimizer.zero_grad(set_to_none=True)
-            latents = epoch_latents(parts, cfg, epoch)
-            epoch_loss, correct = 0.0, 0
+            before = tokens.vectors.detach().clone()  # the vectors that produce this epoch's losses
+            latents = epoch_latents(parts, cfg, epoch)  # the same for every class, as the reference
+            losses = torch.zeros(len(states))
+            correct = torch.zeros(len(states))
             for micro in range(cfg.grad_accum):
-                prompts = [rng.choice(templates).format(subject) for _ in range(cfg.rollout_batch)]
-                batch = latents[micro * cfg.rollout_batch:(micro + 1) * cfg.rollout_batch]
+                prompts = [st.rng.choice(templates).format(f"{st.result.placeholder} {st.result.class_name}")
+                           for st in active for _ in range(rb)]
+                batch = latents[micro * rb:(micro + 1) * rb].repeat(len(active), 1, 1, 1)
+                sample_rows = torch.tensor(rows).repeat_interleave(rb)
+                labels = torch.tensor([st.result.target for st in active], device=parts.device).repeat_interleave(rb)
                 loss, logits, out = dct_loss(parts, tokens, classifier, scheduler, cfg, prompts, batch, labels,
-                                             uncond_cache)
-                if not torch.isfinite(loss):
+                                             uncond_cache, reduction="none")
+                if not torch.isfinite(loss).all():
                     raise TrainingError(
-                        f"loss is {loss.item()} at epoch {epoch}, rollout {micro} (precision {cfg.precision}, "
-                        f"lr {cfg.lr}): training stopped; try precision fp32/bf16 or a lower lr")
-                (loss * scaler.scale / cfg.grad_accum).backward()
-                epoch_loss += loss.item() * cfg.rollout_batch
-                correct += int((logits.argmax(-1) == target).sum())
-                result.n_calls, result.n_grad_calls = out.n_calls, out.n_grad_calls
+                        f"loss is {loss.sum().item()} at epoch {epoch}, rollout {micro} (precision "
+                        f"{cfg.precision}, lr {cfg.lr}): training stopped; try precision fp32/bf16 or a lower lr")
+                # the sum over images / images_per_update: each class's row gets the gradient of ITS mean loss
+                (loss.sum() * scaler.scale / ipu).backward()
+                losses.index_add_(0, sample_rows, loss.detach().cpu())
+                correct.index_add_(0, sample_rows, (logits.argmax(-1) == labels).float().cpu())
+                for st in active:
+                    st.result.n_calls, st.result.n_grad_calls = out.n_calls, out.n_grad_calls
             grad = tokens.vectors.grad
-            status = scaler.unscale_and_check(grad)
-            grad_norm = float(grad.float().norm()) if status != "nonfinite" else float("nan")
+            status = scaler.unscale_and_check(grad, rows)
             if status != "ok" and not scaler.enabled:
                 raise TrainingError(
                     f"the token gradient is {'exactly zero' if status == 'zero' else 'not finite'} at epoch "
                     f"{epoch} with precision {cfg.precision}" + (
                         " (fp16 underflow: use precision 'fp16' with loss scaling, 'bf16' or 'fp32')"
                         if status == "zero" else ""))
-            improved = epoch_loss < best_loss
-            if improved:  # the vector that produced this loss is the one before this epoch's update
-                best_loss, since_best, result.best_epoch = epoch_loss, 0, epoch
-                result.vector = tokens.vectors[0].detach().float().cpu().clone()
-            else:
-                since_best += 1
             if status == "ok":
                 if cfg.clip_grad_norm:
                     torch.nn.utils.clip_grad_norm_([tokens.vectors], cfg.clip_grad_norm)
                 optimizer.step()
-        images_seen += cfg.images_per_update
-        accuracy = correct / cfg.images_per_update
-        row = dict(epoch=epoch, loss=epoch_loss / cfg.images_per_update, accuracy=accuracy, grad_norm=grad_norm,
-                   grad_status=status, loss_scale=scaler.scale, images=images_seen,
-                   step_seconds=time.perf_counter() - t0, best=improved)
-        result.history.append(row)
-        if on_epoch:
-            on_epoch(row)
+                with torch.no_grad():  # stopped classes keep their kept vector
+                    frozen = [st.row for st in states if not st.active]
+                    tokens.vectors[frozen] = before[frozen]
+        seconds = time.perf_counter() - t0
+        for st in active:
+            _end_epoch(st, cfg, epoch, float(losses[st.row]), float(correct[st.row]) / ipu, grad[st.row], status,
+                       scaler.scale, before[st.row], seconds, on_epoch)
+            if not st.active:
+                st.result.seconds = time.perf_counter() - start
+                if on_class_done:
+                    on_class_done(st.result)
         bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{accuracy:.2f}")
-        if status == "zero" and sum(r["grad_status"] == "zero" for r in result.history[-5:]) == 5:
-            raise TrainingError(f"the token gradient stayed exactly zero for 5 epochs even with loss scale "
-                                f"{scaler.scale:g}: nothing reaches the token (check depth and the classifier)")
-        if accuracy > cfg.stop_accuracy:
-            result.stop_reason, result.images_to_threshold = "threshold", images_seen
-            break
-        if since_best > cfg.patience:
-            result.stop_reason = "patience"
-            break
-    else:
-        result.stop_reason = "max_epochs"
+        bar.set_postfix(active=len([st for st in states if st.active]),
+                        loss=f"{float(losses[rows].mean()) / ipu:.3f}")
     bar.close()
-    result.n_images = images_seen
-    result.seconds = time.perf_counter() - start
-    return result
+    for st in states:
+        if st.active:
+            st.active, st.result.stop_reason = False, "max_epochs"
+            st.result.seconds = time.perf_counter() - start
+            if on_class_done:
+                on_class_done(st.result)
+    return [st.result for st in states]
+
+
+def _end_epoch(st: _ClassState, cfg: TrainConfig, epoch: int, loss_sum: float, accuracy: float,
+               grad: torch.Tensor, status: str, scale: float, vector: torch.Tensor, seconds: float,
+               on_epoch: Callable[[dict], None] | None) -> None:
+    """One class's bookkeeping after a step: history row, kept vector, stopping rules."""
+    result = st.result
+    result.n_images += cfg.images_per_update
+    improved = loss_sum < st.best_loss
+    if improved:
+        st.best_loss, st.since_best, result.best_epoch = loss_sum, 0, epoch
+        result.vector = vector.detach().float().cpu().clone()
+    else:
+        st.since_best += 1
+    row = dict(class_id=result.target, epoch=epoch, loss=loss_sum / cfg.images_per_update, accuracy=accuracy,
+               grad_norm=float(grad.float().norm()) if status != "nonfinite" else float("nan"),
+               grad_status=status, loss_scale=scale, images=result.n_images, step_seconds=seconds, best=improved)
+    result.history.append(row)
+    if on_epoch:
+        on_epoch(row)
+    if status == "zero" and [r["grad_status"] for r in result.history[-5:]] == ["zero"] * 5:
+        raise TrainingError(f"the token gradient of class {result.target} stayed exactly zero for 5 epochs even "
+                            f"with loss scale {scale:g}: nothing reaches the token (check depth and the classifier)")
+    if accuracy > cfg.stop_accuracy:
+        st.active, result.stop_reason, result.images_to_threshold = False, "threshold", result.n_images
+    elif st.since_best > cfg.patience:
+        st.active, result.stop_reason = False, "patience"
 
 
 def _progress(total: int, desc: str, enabled: bool):

@@ -108,3 +108,22 @@ def test_early_stop_on_threshold(parts):
     cfg = quick(max_epochs=5, stop_accuracy=0.7)
     result = train_token(parts, Always(), 2, "two", cfg, templates=TEMPLATES, progress=False)
     assert result.stop_reason == "threshold" and result.images_to_threshold == 2
+
+
+def test_classes_trained_together_match_classes_trained_alone(parts, classifier):
+    """One rollout serves several classes (a different token per sample); each class still gets the token
+    it would get alone, and a class that stops early leaves the batch with its row frozen."""
+    from dct.train import train_tokens
+
+    cfg = quick(lr=0.2, max_epochs=3, images_per_update=2, rollout_batch=1)
+    alone = {c: train_token(parts, classifier, c, name, cfg.replace(placeholder=f"solo{c}"), templates=TEMPLATES,
+                            progress=False) for c, name in ((1, "one"), (3, "three"))}
+    done = []
+    together = train_tokens(parts, classifier, [1, 3], ["one", "three"], cfg, templates=TEMPLATES,
+                            on_class_done=done.append, progress=False)
+    assert [r.placeholder for r in together] == ["newclas1", "newclas3"]
+    for r in together:
+        torch.testing.assert_close(r.vector, alone[r.target].vector, rtol=1e-4, atol=1e-6)
+        assert [h["loss"] for h in r.history] == pytest.approx([h["loss"] for h in alone[r.target].history],
+                                                               rel=1e-4)
+    assert sorted(r.target for r in done) == [1, 3]
