@@ -29,7 +29,8 @@ def _fail(exc: Exception) -> None:
 
 @app.command()
 def train(
-    cls: str = typer.Option(..., "--class", "-c", help="Class index (0-based) or name."),
+    cls: str = typer.Option(..., "--class", "--classes", "-c",
+                            help="Class index (0-based) or name; several ('0-4', '1,3,seven', 'all') train together into a token bank."),
     model: Optional[str] = typer.Option(None, help="Stable Diffusion hub id or local diffusers folder (default: tiny world)."),
     classifier: Optional[str] = typer.Option(None, help="Guide classifier spec, e.g. 'timm:<folder>', 'hf:<id>' (default: the world's guide)."),
     preset: str = typer.Option("fast", help="'paper' (the reference protocol), 'fast' (our defaults) or a preset TOML/JSON file."),
@@ -52,7 +53,7 @@ def train(
     """Train one discriminative class token and save it in diffusers' textual-inversion format."""
     from dct.config import load_preset
     from dct.errors import DCTError
-    from dct.jobs import sidecar_json, train_to_file
+    from dct.jobs import parse_classes, sidecar_json, train_to_file
 
     try:
         depth_value = int(depth) if depth and depth.isdigit() else depth
@@ -60,12 +61,20 @@ def train(
                           checkpointing=checkpointing, precision=precision, scheduler=scheduler, steps=steps,
                           guidance=guidance, lr=lr, max_epochs=max_epochs, images_per_update=images_per_update,
                           rollout_batch=rollout_batch, seed=seed)
-        path = out or Path("tokens") / f"class-{cls}.safetensors"
-        path, sidecar = train_to_file(cfg, cls, path, device=device, overwrite=overwrite, progress=True)
+        classes = parse_classes(cls)
+        single = classes != "all" and len(classes) == 1
+        path = out or Path("tokens") / (f"class-{cls}.safetensors" if single else
+                                        f"bank-{cls.replace(',', '_')}.safetensors")
+        path, sidecar = train_to_file(cfg, classes, path, device=device, overwrite=overwrite, progress=True)
     except DCTError as exc:
         _fail(exc)
     if json_out:
         print(sidecar_json(sidecar))
+    elif "tokens" in sidecar:
+        for ph, t in sidecar["tokens"].items():
+            r = t["result"]
+            typer.echo(f"  {ph}: class {r['target']} '{r['class_name']}', stop: {r['stop_reason']}, {r['n_images']} images")
+        typer.echo(f"saved {path} ({len(sidecar['tokens'])} tokens; resumed {len(sidecar['resumed_classes'])})")
     else:
         r = sidecar["result"]
         typer.echo(f"saved {path} (class {r['target']} '{r['class_name']}', stop: {r['stop_reason']}, "

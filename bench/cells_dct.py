@@ -53,6 +53,9 @@ def validate(config: dict) -> dict:
     # `preset` names the base ("fast", "paper" or a file); the other settings override it
     overrides = {k: v for k, v in values.items() if k in FIELDS and k != "preset"}
     train = load_preset(values.get("preset") or "fast", **overrides)
+    if train.model is not None and (train.classifier is None or values["judge"] is None):
+        raise ConfigError("a dct cell with a real `model` needs `classifier` (the guide) and `judge`; only the "
+                          "embedded tiny world has defaults for them")
     for spec in [train.classifier, values["judge"], *values["eval_classifiers"]]:
         if spec is not None:  # parsing only (prefix, ensemble members): loading waits for the cell
             family, target = split_spec(spec, list(CLASSIFIER_FAMILIES))

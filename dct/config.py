@@ -94,6 +94,10 @@ class TrainConfig:
         check(isinstance(self.steps, int) and self.steps >= 1, "steps", "an integer >= 1")
         check(self.depth in ("full", "all") or (isinstance(self.depth, int) and self.depth >= 1), "depth",
               "an integer >= 1 or 'full'")
+        if isinstance(self.depth, int) and self.scheduler != "default":
+            calls = self.steps + (1 if self.scheduler == "pndm" else 0)  # PNDM repeats one timestep
+            check(self.depth <= calls, "depth", f"at most {calls}: {self.scheduler} with steps={self.steps} makes "
+                                                f"{calls} UNet calls (or 'full')")
         check(self.lr > 0 and math.isfinite(self.lr), "lr", "a positive number")
         check(self.images_per_update >= 1, "images_per_update", "an integer >= 1")
         check(self.rollout_batch >= 1 and self.images_per_update % self.rollout_batch == 0, "rollout_batch",

@@ -23,7 +23,7 @@ class Resolved:
     """A config with every None default filled in (model, classifier, templates, class names)."""
 
     model: str
-    classifier: str
+    classifier: str | None  # None only for a real model without --classifier (generation needs none)
     templates: tuple[str, ...]
     eval_template: str
     class_names: list[str] | None  # prompt names by class index; None = the classifier's labels
@@ -47,7 +47,7 @@ def resolve_defaults(cfg: TrainConfig) -> Resolved:
     from .pipeline import resolve_model_source
 
     if cfg.model is not None:
-        return Resolved(model=resolve_model_source(cfg.model), classifier=_need_classifier(cfg.classifier),
+        return Resolved(model=resolve_model_source(cfg.model), classifier=cfg.classifier,
                         templates=cfg.templates or PAPER_TEMPLATES,
                         eval_template=cfg.eval_template or PAPER_EVAL_TEMPLATE, class_names=None, world=False)
     manifest = world_manifest()
@@ -86,13 +86,37 @@ def environment() -> dict:
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"}
 
 
-def train_to_file(cfg: TrainConfig, cls: int | str, out: str | Path, *, device: str = "cpu",
+def parse_classes(text: str) -> list[int | str] | str:
+    """'7', 'seven', '0-4', '1,3,seven' or 'all' -> a list of indices/names, or 'all'."""
+    text = text.strip()
+    if text == "all":
+        return "all"
+    out: list[int | str] = []
+    for part in (p.strip() for p in text.split(",")):
+        a, sep, b = part.partition("-")
+        if sep and a.isdigit() and b.isdigit():
+            if int(b) < int(a):
+                raise ConfigError(f"class range {part!r} is reversed: write e.g. '0-4'")
+            out.extend(range(int(a), int(b) + 1))
+        elif part:
+            out.append(int(part) if part.isdigit() else part)
+    if not out:
+        raise ConfigError(f"classes {text!r} name no class: give an index, a name, a range '0-4', a list or 'all'")
+    return out
+
+
+def train_to_file(cfg: TrainConfig, classes: list[int | str] | str, out: str | Path, *, device: str = "cpu",
                   progress: bool = True, overwrite: bool = False) -> tuple[Path, dict]:
-    """Train the token of class `cls` and save it (textual-inversion safetensors + JSON sidecar)."""
+    """Train the tokens of `classes` and save them (textual-inversion safetensors + JSON sidecar).
+
+    One class gives a single-token file. Several classes train together in shared rollouts and give a
+    token bank (`{<placeholder><class>: vector}`); each class is also saved the moment it stops, under
+    `<out>.classes/`, so an interrupted run resumes with only the unfinished classes (same config hash).
+    """
     from .classifiers import load_classifier, resolve_class
     from .pipeline import load_parts
-    from .token import save_tokens
-    from .train import precision_dtype, train_token
+    from .token import load_tokens, save_tokens
+    from .train import precision_dtype, train_tokens
 
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -100,35 +124,52 @@ def train_to_file(cfg: TrainConfig, cls: int | str, out: str | Path, *, device: 
     if out.exists() and not overwrite:
         raise ConfigError(f"output {str(out)!r} exists; pass --overwrite or choose another path")
     res = resolve_defaults(cfg)
-    classifier = load_classifier(res.classifier, device=device)
-    target = resolve_class(classifier, cls)
+    classifier = load_classifier(_need_classifier(res.classifier), device=device)
     names = res.class_names or classifier.labels
-    if target >= len(names):
-        raise ConfigError(f"class {target} has no name in this world ({len(names)} classes)")
-    class_name = prompt_name(names, target)
-    parts = load_parts(res.model, device=device, dtype=precision_dtype(cfg.precision))
-    history: list[dict] = []
-    result = train_token(parts, classifier, target, class_name, cfg, templates=res.templates,
-                         on_epoch=history.append, progress=progress)
-    sidecar = {
-        "format": "dct-token/1",
-        "token": cfg.placeholder,
-        "class_index": target,
-        "class_name": class_name,
-        "model": res.model,
-        "world": res.world,
-        "classifier": res.classifier,
-        "templates": list(res.templates),
-        "eval_template": res.eval_template,
-        "config": cfg.to_dict(),
-        "config_hash": cfg.hash(),
-        "result": result.summary(),
-        "history": history,
-        "environment": environment(),
-        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    path = save_tokens(out, {cfg.placeholder: result.vector}, sidecar)
-    return path, sidecar
+    wanted = range(len(names)) if classes == "all" else classes
+    targets = list(dict.fromkeys(resolve_class(classifier, c) for c in wanted))
+    for t in targets:
+        if t >= len(names):
+            raise ConfigError(f"class {t} has no name in this world ({len(names)} classes)")
+    bank = len(targets) > 1
+    placeholders = {t: f"{cfg.placeholder}{t}" if bank else cfg.placeholder for t in targets}
+    parts_dir = out.with_suffix(".classes")
+    done: dict[int, dict] = {}
+    if bank and parts_dir.is_dir() and not overwrite:
+        for f in sorted(parts_dir.glob("class-*.safetensors")):
+            vec, meta = load_tokens(f)
+            if meta.get("config_hash") == cfg.hash() and meta.get("class_index") in targets:
+                done[meta["class_index"]] = {"vector": vec[placeholders[meta["class_index"]]], "meta": meta}
+    todo = [t for t in targets if t not in done]
+    common = {"format": "dct-token/1", "model": res.model, "world": res.world, "classifier": res.classifier,
+              "templates": list(res.templates), "eval_template": res.eval_template, "config": cfg.to_dict(),
+              "config_hash": cfg.hash(), "environment": environment()}
+    def class_meta(result) -> dict:
+        return {**common, "token": result.placeholder, "class_index": result.target,
+                "class_name": result.class_name, "result": result.summary(), "history": result.history,
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    def save_class(result) -> None:
+        if bank:
+            meta = class_meta(result)
+            save_tokens(parts_dir / f"class-{result.target}.safetensors", {result.placeholder: result.vector}, meta)
+            done[result.target] = {"vector": result.vector, "meta": meta}
+
+    results = []
+    if todo:
+        parts = load_parts(res.model, device=device, dtype=precision_dtype(cfg.precision))
+        results = train_tokens(parts, classifier, todo, [prompt_name(names, t) for t in todo], cfg,
+                               templates=res.templates, placeholders=[placeholders[t] for t in todo],
+                               on_class_done=save_class, progress=progress)
+    if not bank:
+        sidecar = class_meta(results[0])
+        return save_tokens(out, {results[0].placeholder: results[0].vector}, sidecar), sidecar
+    sidecar = {**common, "tokens": {placeholders[t]: {k: done[t]["meta"][k] for k in
+                                                      ("class_index", "class_name", "result", "history")}
+                                    for t in targets},
+               "resumed_classes": sorted(set(targets) - set(todo)),
+               "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return save_tokens(out, {placeholders[t]: done[t]["vector"] for t in targets}, sidecar), sidecar
 
 
 def sidecar_json(sidecar: dict) -> str:
@@ -138,50 +179,53 @@ def sidecar_json(sidecar: dict) -> str:
 def run_generate(*, out: Path, token: Path | None, cls: int | str | None, prompt: str | None, plain: bool,
                  model: str | None, seeds: list[int], scheduler: str, steps: int, guidance: float,
                  device: str = "cpu") -> list[Path]:
-    """Render the token prompt (and optionally the plain prompt) for fixed seeds into `out`."""
+    """Render token prompts (and optionally the plain prompts) for fixed seeds into `out`.
+
+    A token bank renders every class it holds unless `cls` picks one.
+    """
     from .generate import generate_images, save_images
     from .pipeline import load_parts
     from .token import ClassTokens, load_tokens
 
-    meta: dict = {}
-    vectors = None
-    if token is not None:
-        vectors, meta = load_tokens(token)
+    vectors, meta = load_tokens(token) if token is not None else (None, {})
     if token is None and prompt is None and cls is None:
         raise ConfigError("give --token, --class or --prompt")
-    cfg = TrainConfig(model=model or token_model(meta))
-    res = resolve_defaults(cfg)
-    names = res.class_names
-    if cls is None and meta:
-        cls = meta["class_index"]
-    if cls is not None:
-        if names is None:
-            from .classifiers import load_classifier, resolve_class
-
-            classifier = load_classifier(meta.get("classifier") or res.classifier)
-            index, names = resolve_class(classifier, cls), classifier.labels
-        else:
-            index = resolve_world_class(names, cls)
-        class_name = prompt_name(names, index)
+    res = resolve_defaults(TrainConfig(model=model or token_model(meta), classifier=meta.get("classifier")))
     template = meta.get("eval_template") or res.eval_template
-    parts = load_parts(res.model, device=device)
-    jobs: dict[str, str] = {}
+    # (placeholder or None, class index) pairs to render
     if vectors is not None:
-        placeholders = list(vectors)
-        ClassTokens(parts.tokenizer, parts.text_encoder, placeholders,
-                    init_vectors=torch.stack([vectors[p] for p in placeholders]))
-        jobs["token"] = prompt or template.format(f"{placeholders[0]} {class_name}")
-    elif prompt is not None:
+        by_class = {m["class_index"]: ph for ph, m in meta["tokens"].items()} if "tokens" in meta else \
+            {meta.get("class_index"): next(iter(vectors))}
+    else:
+        by_class = {}
+    names = res.class_names
+    if names is None and (cls is not None or by_class):
+        from .classifiers import load_classifier
+
+        names = load_classifier(_need_classifier(res.classifier)).labels
+    if cls is not None:
+        index = resolve_world_class(names, cls)
+        if by_class and index not in by_class:
+            raise ConfigError(f"class {index} is not in token file {str(token)!r}; it holds classes {sorted(by_class)}")
+        by_class = {index: by_class.get(index)}
+    parts = load_parts(res.model, device=device)
+    if vectors is not None:
+        ClassTokens(parts.tokenizer, parts.text_encoder, list(vectors), init_vectors=torch.stack(list(vectors.values())))
+    jobs: dict[str, str] = {}
+    if prompt is not None:
         jobs["prompt"] = prompt
-    if plain or (vectors is None and prompt is None):
-        jobs["plain"] = template.format(class_name)
+    for index, ph in by_class.items():
+        name = prompt_name(names, index)
+        if ph is not None and prompt is None:
+            jobs[f"token-class{index}"] = template.format(f"{ph} {name}")
+        if plain or ph is None:
+            jobs[f"plain-class{index}"] = template.format(name)
     out = Path(out)
     files: list[Path] = []
     for kind, text in jobs.items():
         images = generate_images(parts, [text] * len(seeds), seeds, scheduler=scheduler, steps=steps,
                                  guidance=guidance)
-        names_out = [f"{kind}-seed{s:04d}" for s in seeds]
-        files += save_images(images, out, names_out)
+        files += save_images(images, out, [f"{kind}-seed{s:04d}" for s in seeds])
     (out / "prompts.json").write_text(json.dumps({"prompts": jobs, "seeds": seeds, "model": res.model,
                                                   "scheduler": scheduler, "steps": steps, "guidance": guidance},
                                                  indent=2))

@@ -1,0 +1,78 @@
+"""`dct train` and `dct generate` as a user runs them, on tiny real models given by path."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+FAST = ["--depth", "2", "--steps", "3", "--max-epochs", "2", "--images-per-update", "2", "--rollout-batch", "2", "--guidance", "3"]
+
+
+def dct(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_train_bank_resume_and_generate(tiny_sd_dir, tiny_timm_dir, tmp_path):
+    model = ["--model", tiny_sd_dir, "--classifier", f"timm:{tiny_timm_dir}"]
+    bank = tmp_path / "bank.safetensors"
+    r = dct("train", "--class", "1,three", *model, *FAST, "--out", bank)
+    assert r.exit_code == 0, r.output
+    meta = json.loads(bank.with_suffix(".json").read_text())
+    assert set(meta["tokens"]) == {"newclas1", "newclas3"} and meta["resumed_classes"] == []
+
+    # an interrupted run: class 3 never finished, the bank was never written
+    bank.unlink()
+    (tmp_path / "bank.classes" / "class-3.safetensors").unlink()
+    r = dct("train", "--class", "1,3", *model, *FAST, "--out", bank)
+    assert r.exit_code == 0, r.output
+    assert json.loads(bank.with_suffix(".json").read_text())["resumed_classes"] == [1]
+
+    from diffusers import StableDiffusionPipeline
+
+    from dct.token import load_into_pipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_sd_dir), safety_checker=None, feature_extractor=None,
+                                                   requires_safety_checker=False)
+    assert sorted(load_into_pipeline(pipe, bank)) == ["newclas1", "newclas3"]
+
+    out = tmp_path / "images"
+    r = dct("generate", "--token", bank, "--plain", "--model", tiny_sd_dir, "--seeds", "0-1", "--steps", "3",
+            "--out", out)
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in out.glob("*.png"))
+    assert len(names) == 8 and "token-class3-seed0001.png" in names and "plain-class1-seed0000.png" in names
+
+
+def test_single_token_file(tiny_sd_dir, tiny_timm_dir, tmp_path):
+    out = tmp_path / "seven.safetensors"
+    r = dct("train", "--class", "seven", "--model", tiny_sd_dir, "--classifier", f"timm:{tiny_timm_dir}",
+            *FAST[2:], "--out", out, "--depth", "full", "--checkpointing", "both")
+    assert r.exit_code == 0, r.output
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["class_index"] == 7 and meta["result"]["n_grad_calls"] == 3 == meta["result"]["n_calls"]
+    assert len(meta["history"]) == 2 and meta["config"]["checkpointing"] == "both"
+    r = dct("train", "--class", "7", "--model", tiny_sd_dir, "--classifier", f"timm:{tiny_timm_dir}", "--out", out)
+    assert r.exit_code == 2 and "exists" in r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--class", "12"], "12"),
+    (["--class", "elephant"], "elephant"),
+    (["--class", "1", "--classifier", "nosuch:x"], "nosuch"),
+    (["--class", "1", "--depth", "deep"], "deep"),
+    (["--class", "1", "--depth", "9", "--steps", "3"], "at most 3"),
+    (["--class", "1", "--precision", "fp8"], "fp8"),
+    (["--class", "1", "--model", "/no/such/folder"], "/no/such/folder"),
+])
+def test_bad_input_fails_fast_and_clearly(tiny_sd_dir, tiny_timm_dir, tmp_path, args, message):
+    base = {"--model": str(tiny_sd_dir), "--classifier": f"timm:{tiny_timm_dir}"}
+    for i in range(0, len(args), 2):
+        base.pop(args[i], None)
+    flat = [x for kv in base.items() for x in kv]
+    r = dct("train", *args, *flat, "--out", tmp_path / "x.safetensors")
+    assert r.exit_code == 2
+    assert message in r.output and "error" in r.output
+    assert not (tmp_path / "x.safetensors").exists()
