@@ -182,12 +182,6 @@ def _facet_layout(keys: list[str], rows_per_facet: int = 1, max_cols: int = 3, p
     return fig, out
 
 
-def _facets(cells: pd.DataFrame, exclude) -> tuple[list[str], pd.Series]:
-    cols = D.varying_settings(cells, exclude=exclude)
-    key = D.group_key(cells, cols)
-    return list(dict.fromkeys(key)), key  # in the order the cells ran: the spec's order
-
-
 def _depth_label(log: bool) -> str:
     return "backprop depth (final UNet calls with gradient" + (", log scale)" if log else ")")
 
@@ -219,7 +213,7 @@ def _dodge(x: float, i: int, k: int, log: bool, span: float) -> float:
     return x * 2 ** (0.07 * off) if log else x + 0.015 * span * off
 
 
-def _mark_failed(ax, failed: pd.DataFrame, hue_col, hues, marks: list[str], facet: str) -> bool:
+def _mark_failed(ax, failed: pd.DataFrame, hue_col, hues, marks: list[str], facet: str, on_line: pd.Series) -> bool:
     """An x at the top of the axis for each cell that did not finish, labelled with its status (OOM)."""
     if failed.empty:
         return False
@@ -232,6 +226,8 @@ def _mark_failed(ax, failed: pd.DataFrame, hue_col, hues, marks: list[str], face
         y = 0.94 - 0.075 * level
         color = PALETTE[i % len(PALETTE)] if hue_col else FAIL_COLOR
         text = D.failed_status_text(row[C.STATUS])
+        if not on_line.get(row.name, True):  # an [[include]] cell: say which
+            text += f" ({D.short_label(row[C.LABEL])})"
         ax.plot([row[D.DEPTH_X]], [y], transform=ax.get_xaxis_transform(), marker="x", ms=10, mew=2.5,
                 color=color, ls="", clip_on=False, zorder=5)
         ax.annotate(text, (row[D.DEPTH_X], y), xycoords=ax.get_xaxis_transform(), xytext=(7, 0),
@@ -300,26 +296,71 @@ def _percent_axis(ax, label: str) -> None:
     ax.set_ylabel(label)
 
 
+def _on_lines(cells: pd.DataFrame) -> pd.Series:
+    """Cells of the spec's [axes] product: they form the lines. [[include]] cells (a reference setting, a
+    one-off) differ in settings the lines hold fixed, so they are drawn as single labelled stars."""
+    if C.ORIGIN in cells.columns:
+        include = cells[C.ORIGIN].astype(str) == "include"
+        if (~include).any():
+            return ~include
+    return pd.Series(True, index=cells.index)
+
+
+def _depth_facets(cells: pd.DataFrame) -> tuple[list[str], pd.Series, pd.Series]:
+    """(facet names in the spec's order, the facet of each cell, which cells are on lines). Facets are the
+    settings other than depth and checkpointing that vary among the line cells (precision, arch, batch...)."""
+    on_line = _on_lines(cells)
+    facet_cols = D.varying_settings(cells[on_line], exclude=(D.DEPTH, D.CHECKPOINTING))
+    key = D.group_key(cells, facet_cols)
+    return list(dict.fromkeys(list(key[on_line]) + list(key[~on_line]))), key, on_line
+
+
+def _include_points(ax, inc: pd.DataFrame, spec: dict, hue_col, hues) -> bool:
+    ys = spec["y"](inc)
+    err = spec["err"](inc) if "err" in spec else None
+    drawn = False
+    for n, (idx, row) in enumerate(inc.sort_values(D.DEPTH_X).iterrows()):
+        y = ys.loc[idx]
+        if pd.isna(y):
+            continue
+        hue = str(row[hue_col]) if hue_col else ""
+        color = PALETTE[hues.index(hue) % len(PALETTE)] if hue_col and hue in hues else FAIL_COLOR
+        if err is not None and pd.notna(err[0].loc[idx]):
+            ax.errorbar([row[D.DEPTH_X]], [y], yerr=[[y - err[0].loc[idx]], [err[1].loc[idx] - y]], color=color,
+                        capsize=4, lw=1.3, zorder=4, ls="")
+        ax.plot([row[D.DEPTH_X]], [y], ls="", marker="*", ms=15, color=color, mec="black", mew=0.8, zorder=5)
+        # x and colour already say depth and checkpointing; the label says the rest
+        text = D.short_label(row[C.LABEL], drop=(D.DEPTH, D.CHECKPOINTING))
+        if text:
+            ax.annotate(text, (row[D.DEPTH_X], y), xytext=(8, 7 if n % 2 == 0 else -9), textcoords="offset points",
+                        fontsize=8, color="#333333", va="bottom" if n % 2 == 0 else "top")
+        drawn = True
+    return drawn
+
+
 def _depth_figure(data: D.StoreData, *, need: tuple[str, ...], title: str, rows: list[dict], dodge: bool,
                   mark_failed: bool, panel=_PANEL) -> tuple[Figure, list[str], pd.DataFrame]:
     """The shared frame of the *-vs-depth figures: facets x rows of axes, one line per checkpointing mode.
-    Each row dict: y(frame) -> Series, optional err(frame) -> (lo, hi) Series, band (bool), ylabel, setup(ax, sub)."""
+    Each row dict: y(frame) -> Series, optional err(frame) -> (lo, hi) Series, band (bool), ylabel,
+    setup(ax, ok cells of the panel) -> extra legend handles or None."""
     cells, ok = _depth_cells(data, *need)
     hue_col, hues = _hue(cells)
-    keys, key = _facets(cells, exclude=(D.DEPTH, D.CHECKPOINTING))
+    keys, key, on_line = _depth_facets(cells)
     fig, axes_of = _facet_layout(keys, rows_per_facet=len(rows), panel=panel)
     marks: list[str] = []
     extra: dict[str, object] = {}  # legend entries besides the lines, one of each across panels
+    span = cells[D.DEPTH_X].max() - cells[D.DEPTH_X].min()
     for facet in keys:
-        sub_all = cells[key == facet]
-        sub_ok = ok[key[ok.index] == facet]
+        in_facet = key == facet
+        sub_all = cells[in_facet]
+        sub_ok = ok[in_facet[ok.index]]
+        lines_ok = sub_ok[on_line[sub_ok.index]]
         for r, spec in enumerate(rows):
             ax = axes_of[facet][r]
             log = _depth_axis(ax, cells)
-            span = cells[D.DEPTH_X].max() - cells[D.DEPTH_X].min()
-            present = [h for h in hues if (_hue_values(sub_ok, hue_col) == h).any()]
+            present = [h for h in hues if (_hue_values(lines_ok, hue_col) == h).any()]
             for i, hue in enumerate(hues):
-                line = sub_ok[_hue_values(sub_ok, hue_col) == hue]
+                line = lines_ok[_hue_values(lines_ok, hue_col) == hue]
                 if line.empty:
                     continue
                 ys = spec["y"](line)
@@ -343,11 +384,14 @@ def _depth_figure(data: D.StoreData, *, need: tuple[str, ...], title: str, rows:
                         yerr = [means.values - lo.values, hi.values - means.values]
                         ax.errorbar(means.index, means.values, yerr=yerr, ls="", color=style["color"], capsize=4,
                                     lw=1.3, zorder=2)
+            if _include_points(ax, sub_ok[~on_line[sub_ok.index]], spec, hue_col, hues):
+                extra.setdefault("include", Line2D([], [], ls="", marker="*", ms=13, color="grey", mec="black",
+                                                   mew=0.8, label="single cell of the spec's [[include]], labelled"))
             for handle in (spec["setup"](ax, sub_ok) or []) if "setup" in spec else []:
                 extra.setdefault(handle.get_label(), handle)
             if mark_failed and r == 0:
                 failed = sub_all[sub_all[C.STATUS] != C.STATUS_OK]
-                if _mark_failed(ax, failed, hue_col, hues, marks, facet):
+                if _mark_failed(ax, failed, hue_col, hues, marks, facet, on_line):
                     extra.setdefault("failed", _fail_handle())
             ax.set_ylabel(spec["ylabel"] if ax.get_subplotspec().is_first_col() else "")
             ax.set_xlabel(_depth_label(log) if r == len(rows) - 1 else "")
@@ -434,15 +478,17 @@ def step_time_vs_depth(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
 
 
 def accuracy_vs_depth(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
-    cells, ok = _depth_cells(data, D.ACC)
+    # metric_judge marks an accuracy measured by a judge on generated images (other cells' acc is not)
+    cells, ok = _depth_cells(data, D.ACC, D.METRIC_JUDGE)
     lo_col, hi_col = f"{D.ACC}_lo", f"{D.ACC}_hi"
     has_ci = lo_col in ok.columns and ok[lo_col].notna().any()
 
     hue_col, _ = _hue(cells)
-    _, facet_of = _facets(cells, exclude=(D.DEPTH, D.CHECKPOINTING))
+    _, key, on_line = _depth_facets(cells)
+    lines = ok[on_line[ok.index]]
     # A CI band per line reads well alone; overlapping bands of several lines turn to mud, so then every
     # panel gets (sideways-shifted) error bars instead.
-    band = hue_col is None or ok.groupby(facet_of[ok.index])[hue_col].nunique().max() <= 1
+    band = hue_col is None or lines.empty or lines.groupby(key[lines.index])[hue_col].nunique().max() <= 1
 
     def setup(ax, sub):
         _percent_axis(ax, "judge top-1 accuracy (%)")
@@ -509,10 +555,10 @@ def effort_vs_depth(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
 
 
 def pareto_memory_accuracy(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
-    _need(data.cells, C.PEAK_MEM_BYTES, D.ACC)
-    ok = data.ok[data.ok[[C.PEAK_MEM_BYTES, D.ACC]].notna().all(axis=1)]
+    _need(data.cells, C.PEAK_MEM_BYTES, D.ACC, D.METRIC_JUDGE)
+    ok = data.ok[data.ok[[C.PEAK_MEM_BYTES, D.ACC, D.METRIC_JUDGE]].notna().all(axis=1)]
     if len(ok) < 2:
-        raise Skip(f"needs at least two ok cells with {C.PEAK_MEM_BYTES} and {D.ACC}; found {len(ok)}")
+        raise Skip(f"needs at least two ok cells with {C.PEAK_MEM_BYTES} and a judge's {D.ACC}; found {len(ok)}")
     scale, unit = D.memory_unit(ok[C.PEAK_MEM_BYTES].max())
     x = (ok[C.PEAK_MEM_BYTES] / scale).to_numpy()
     y = (ok[D.ACC] * 100).to_numpy()
@@ -611,20 +657,19 @@ def _hbars(ax, frame: pd.DataFrame, group_col: str, hue_keys: pd.Series) -> None
 
 
 def classifier_comparison(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
-    _need(data.cells, D.CLASSIFIER, D.ACC)
-    ok = data.ok[data.ok[D.ACC].notna()]
+    _need(data.cells, D.CLASSIFIER, D.ACC, D.METRIC_JUDGE)
+    ok = data.ok[data.ok[[D.ACC, D.METRIC_JUDGE]].notna().all(axis=1)]
     classifiers = ok[D.CLASSIFIER].map(D._hashable).unique()
     if len(classifiers) < 2:
         only = D.short_spec(ok[D.CLASSIFIER].iloc[0]) if len(ok) else "none"
         raise Skip(f"only one guiding classifier among the ok cells ({only})")
-    judge_col = D.METRIC_JUDGE if D.METRIC_JUDGE in ok.columns else (D.JUDGE if D.JUDGE in ok.columns else None)
-    judges = list(dict.fromkeys(ok[judge_col].map(D._hashable))) if judge_col else [""]
+    judges = list(dict.fromkeys(ok[D.METRIC_JUDGE].map(D._hashable)))
     hue_cols = D.varying_settings(ok, exclude=(D.CLASSIFIER, D.JUDGE, D.EVAL_CLASSIFIERS))
     n_bars = len(classifiers) * max(1, D.group_key(ok, hue_cols).nunique())
     fig = Figure(figsize=(11, (0.45 * n_bars + 1.2) * len(judges) + 1.2), layout="constrained")
     axes = fig.subplots(len(judges), 1, squeeze=False)[:, 0]
     for ax, judge in zip(axes, judges):
-        sub = ok[ok[judge_col].map(D._hashable) == judge] if judge_col else ok
+        sub = ok[ok[D.METRIC_JUDGE].map(D._hashable) == judge]
         _hbars(ax, sub, D.CLASSIFIER, D.group_key(sub, hue_cols))
         base = _plain_baseline_x(ax, sub)
         ax.set_xlim(0, 118)  # room for the labels at the end of the bars
@@ -632,7 +677,7 @@ def classifier_comparison(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
         ax.xaxis.set_major_formatter(PercentFormatter(100, decimals=0))
         ax.set_xlabel("judge top-1 accuracy (%)")
         ax.set_ylabel("classifier that guided training")
-        ax.set_title(f"judge: {D.short_spec(judge)}" if judge_col else None, loc="left")
+        ax.set_title(f"judge: {D.short_spec(judge)}", loc="left")
         handles, _ = ax.get_legend_handles_labels()
         ax.legend(handles=handles + ([base] if base else []), loc="lower right",
                   frameon=True, title=", ".join(D.setting_name(c) for c in hue_cols) or None, fontsize=8.5)

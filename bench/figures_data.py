@@ -161,6 +161,19 @@ def short_value(col: str, value) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
 
+def short_label(label, drop=()) -> str:
+    """A cell label with classifier folders shortened ('classifier=timm:/a/b/clf1' -> 'classifier=timm:clf1')
+    and the settings in `drop` (cfg_ columns) left out."""
+    dropped = {setting_name(c) for c in drop}
+    parts = []
+    for part in str(label).split(" "):
+        name, sep, value = part.partition("=")
+        if sep and name in dropped:
+            continue
+        parts.append(f"{name}={short_spec(value)}" if sep and "/" in value else part)
+    return " ".join(parts)
+
+
 def settings_text(row, cols, sep: str = ", ") -> str:
     """'precision=fp16, arch=sd15' for the given cfg_ columns of one row."""
     return sep.join(f"{setting_name(c)}={short_value(c, row[c])}" for c in cols)
