@@ -394,7 +394,10 @@ def measure(setup: Setup, config: dict, ctx) -> CellOutput:
         "weights_bytes": weights_bytes, "weights_gib": weights_bytes / gib,
         "memory_kind": "cuda_allocated" if mem.cuda else "cpu_rss",
         "grad_norm": first["grad_norm"], "grad_status": first["grad_status"], "loss": first["loss"],
-        "grad_norm_median": statistics.median(r["grad_norm"] for r in rows),
+        # fp16's loss scaler starts at 2^16 and may skip a first overflowing step: the first norm that counted
+        "first_ok_grad_norm": next((r["grad_norm"] for r in rows if r["grad_status"] == "ok"), None),
+        "grad_norm_median": statistics.median(finite) if (finite := [r["grad_norm"] for r in rows
+                                                                      if math.isfinite(r["grad_norm"])]) else None,
         "zero_grad_steps": sum(r["grad_status"] == "zero" for r in rows),
         "nonfinite_grad_steps": sum(r["grad_status"] == "nonfinite" for r in rows),
         "loss_scale_final": runner.scaler.scale,

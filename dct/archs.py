@@ -16,8 +16,8 @@ against the public models in tests/bench/test_cells_step.py.
               through the classifier registry (`hf:<folder>`) like a real one
 
 Construction is on the meta device, then the tensors are allocated once on the target device in the
-target dtype and initialised there (torch's default init for diffusers models, transformers' own
-`_init_weights` for the text encoder and the ViT). Building in fp32 and casting would briefly hold both
+target dtype and initialised there (torch's default init for diffusers models, transformers' usual
+normal(0.02) init for the text encoder and the ViT). Building in fp32 and casting would briefly hold both
 copies, and on the GPU that transient would be the process's peak memory, not the step's.
 """
 
@@ -176,13 +176,30 @@ def _materialize_torch_init(module: torch.nn.Module, device, dtype: torch.dtype)
 
 
 def _materialize_hf_init(model: torch.nn.Module, device, dtype: torch.dtype) -> torch.nn.Module:
-    """Allocate a meta-built transformers model and initialise it with its own `_init_weights` (which in
-    transformers 5 also fills buffers such as CLIP's position_ids)."""
+    """Allocate a meta-built transformers model and give it transformers' usual init (normal 0.02 for
+    linear, conv and embedding weights and for free parameters such as ViT's cls token, zero biases,
+    unit LayerNorms). Written out here rather than calling `init_weights()`, whose handling of tensors
+    re-allocated by `to_empty` differs between transformers versions (5.17 on the GPU machine, 5.24 here):
+    uninitialised memory must never reach a benchmark."""
+    from torch import nn
+
     model.to(dtype=dtype)
     model.to_empty(device=device)
-    model.init_weights()
-    for name, buf in model.named_buffers():
-        if name.endswith("position_ids"):  # older transformers do not re-fill buffers in _init_weights
+    with torch.no_grad():
+        for sub in model.modules():
+            if isinstance(sub, (nn.Linear, nn.Conv2d, nn.Embedding)):
+                nn.init.normal_(sub.weight, std=0.02)
+                if getattr(sub, "bias", None) is not None:
+                    nn.init.zeros_(sub.bias)
+            elif isinstance(sub, nn.LayerNorm):
+                nn.init.ones_(sub.weight)
+                nn.init.zeros_(sub.bias)
+            else:
+                for param in sub.parameters(recurse=False):
+                    nn.init.normal_(param, std=0.02)
+        for name, buf in model.named_buffers():
+            if not name.endswith("position_ids"):
+                raise RuntimeError(f"{type(model).__name__} buffer {name!r} would stay uninitialised after to_empty")
             buf.copy_(torch.arange(buf.shape[-1], device=buf.device).expand_as(buf))
     return model
 
