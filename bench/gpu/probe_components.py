@@ -4,7 +4,8 @@
     python -m bench.gpu.probe_components --arch sd15 --resolution 512 --precision fp16 --device cuda
 
 For each piece of the gradient path (text encoder on the prompt with the token, ONE UNet call with
-classifier-free guidance, the VAE decode, the classifier) it runs forward with gradient and backward,
+classifier-free guidance, the same call with its unconditional half under no_grad, the VAE decode, the
+classifier) it runs forward with gradient and backward,
 and reports: activation bytes saved for backward (autograd's saved tensors, parameters excluded,
 shared storages counted once: what a graph through that piece holds until backward), forward and
 backward seconds, and the same for the decode under torch.utils.checkpoint. Runs the real modules with
@@ -93,6 +94,16 @@ def probe(arch: str, resolution: int, precision: str, device: str, batch: int = 
     emb_grad = emb.clone().requires_grad_(True)
     x = torch.randn(2 * batch, 4, latent, latent, device=device, dtype=dtype)
     measure("unet_call_cfg", lambda: parts.unet(x, 500, encoder_hidden_states=emb_grad, return_dict=False)[0])
+    x1 = x[:batch]
+
+    def split_cfg():
+        # The first UNet call with gradient gets a token-independent x: its unconditional half needs no graph.
+        with torch.no_grad():
+            eps_u = parts.unet(x1, 500, encoder_hidden_states=emb[:batch], return_dict=False)[0]
+        eps_c = parts.unet(x1, 500, encoder_hidden_states=emb_grad[batch:], return_dict=False)[0]
+        return torch.cat([eps_u, eps_c])
+
+    measure("unet_call_cfg_uncond_no_grad", split_cfg)
     z = torch.randn(batch, 4, latent, latent, device=device, requires_grad=True)
     measure("vae_decode", lambda: decode(parts.vae, z))
     measure("vae_decode_checkpointed", lambda: decode(parts.vae, z, checkpointed=True))

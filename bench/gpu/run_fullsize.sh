@@ -43,12 +43,20 @@ tokenizer_dir("sd15"); tokenizer_dir("sd21base"); print("ViT-L/16 folder", vit_l
 PY
 echo "setup done at $(elapsed) s"
 
-# Leave 40 s for the export. SIGTERM lets the runner record the finished cells and stop cleanly.
-left=$(( budget - $(elapsed) - 40 ))
+# Leave 100 s for the component probe and the export. SIGTERM lets the runner record the finished cells
+# and stop cleanly.
+left=$(( budget - $(elapsed) - 100 ))
 if [ "$left" -gt 30 ]; then
   timeout -s TERM -k 20 "$left" python3 -m bench.cli bench run --spec "$spec" --store "$store" \
     --device "$device" --no-progress
   echo "grid exit code $? at $(elapsed) s"
+fi
+
+# Saved activations and time per component at the full resolution (what the VAE decode and the
+# unconditional half of a guided UNet call hold for backward; bench/gpu/probe_components.py).
+if [ "$device" != "cpu" ]; then
+  timeout -k 5 50 python3 -m bench.gpu.probe_components --arch sd15 --resolution 512 --precision fp16 \
+    --device cuda --repeats 2 --json "$out/components-$gpu.json" || echo "component probe did not finish"
 fi
 
 python3 -m bench.gpu.targets "$store" --csv "$out/fullsize-$gpu.csv" --report "$out/targets-$gpu.md"
