@@ -136,7 +136,8 @@ def without_password(url: str) -> tuple[str, str | None]:
     parsed = make_url(url)
     if parsed.password is None:
         return url, None
-    return parsed.set(password=None).render_as_string(hide_password=False), str(parsed.password)
+    # URL.set(password=None) keeps the password ("unchanged"): replace the field itself
+    return parsed._replace(password=None).render_as_string(hide_password=False), str(parsed.password)
 
 
 def make_storage(url: str, *, heartbeat: int = 30, grace: int | None = None, max_retry: int = 3):
