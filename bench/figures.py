@@ -16,6 +16,7 @@ The figures (FIGURES, in this order):
     transfer-matrix         accuracy of each guide's tokens under every evaluating classifier (heatmap, CI text)
     training-curves         loss and training accuracy per epoch, mean over classes, band = range over classes
     examples-<hash>         plain prompt vs learned token on the same seeds, per class, one grid per cell
+    accuracy-vs-k           the augment experiment's figure (bench.figures_augment), when the store is one
 
 Settings other than the plotted ones (precision, arch, batch, ...) that vary in the store become facets,
 so two configurations are never averaged into one line; repeats (seeds) are averaged and shown as dots.
@@ -38,7 +39,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
-from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator, PercentFormatter
+from matplotlib.ticker import (FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator,
+                               PercentFormatter)
 
 from . import columns as C
 from . import figures_data as D
@@ -56,6 +58,7 @@ CURVES_PER_PAGE = 8
 EXAMPLE_SEEDS = 8
 EXAMPLE_CLASSES = 10
 _PANEL = (5.6, 4.0)  # inches per facet panel
+FACET_COLS = 3
 _RC = {
     **sns.axes_style("whitegrid"),
     **sns.plotting_context("notebook", font_scale=0.95),
@@ -163,18 +166,30 @@ def _style(i: int) -> dict:
     return dict(color=PALETTE[i % len(PALETTE)], marker=MARKERS[i % len(MARKERS)])
 
 
-def _facet_layout(keys: list[str], rows_per_facet: int = 1, max_cols: int = 3, panel=_PANEL):
+def _bottom_facets(keys: list[str], max_cols: int = FACET_COLS) -> set[str]:
+    """Facets with no panel below them: the ones that carry the x-axis label."""
+    ncols = min(max(1, len(keys)), max_cols)
+    return {k for i, k in enumerate(keys) if i + ncols >= len(keys)}
+
+
+def _facet_layout(keys: list[str], rows_per_facet: int = 1, max_cols: int = FACET_COLS, panel=_PANEL):
     """A figure with one column (or block of rows) per facet key; returns (figure, {key: [axes...]}).
-    Panels side by side share their y axis, so that facets compare at a glance."""
+    All panels of one quantity share their y axis, so that facets compare at a glance."""
     n = max(1, len(keys))
     ncols = min(n, max_cols)
     nblocks = math.ceil(n / ncols)
     fig = Figure(figsize=(panel[0] * ncols, panel[1] * rows_per_facet * nblocks + 0.9), layout="constrained")
-    grid = fig.subplots(nblocks * rows_per_facet, ncols, squeeze=False, sharey="row")
+    grid = fig.subplots(nblocks * rows_per_facet, ncols, squeeze=False)
     out = {}
     for i, key in enumerate(keys or [""]):
         block, col = divmod(i, ncols)
         out[key] = [grid[block * rows_per_facet + r][col] for r in range(rows_per_facet)]
+    first = out[(keys or [""])[0]]
+    for i, key in enumerate(keys[1:], 1):  # one y scale per measured quantity, across all facets
+        for r, ax in enumerate(out[key]):
+            ax.sharey(first[r])
+            if i % ncols:
+                ax.tick_params(labelleft=False)
     for i in range(n, nblocks * ncols):
         block, col = divmod(i, ncols)
         for r in range(rows_per_facet):
@@ -350,6 +365,7 @@ def _depth_figure(data: D.StoreData, *, need: tuple[str, ...], title: str, rows:
     marks: list[str] = []
     extra: dict[str, object] = {}  # legend entries besides the lines, one of each across panels
     span = cells[D.DEPTH_X].max() - cells[D.DEPTH_X].min()
+    bottom = _bottom_facets(keys)
     for facet in keys:
         in_facet = key == facet
         sub_all = cells[in_facet]
@@ -394,15 +410,23 @@ def _depth_figure(data: D.StoreData, *, need: tuple[str, ...], title: str, rows:
                 if _mark_failed(ax, failed, hue_col, hues, marks, facet, on_line):
                     extra.setdefault("failed", _fail_handle())
             ax.set_ylabel(spec["ylabel"] if ax.get_subplotspec().is_first_col() else "")
-            ax.set_xlabel(_depth_label(log) if r == len(rows) - 1 else "")
+            ax.set_xlabel(_depth_label(log) if r == len(rows) - 1 and facet in bottom else "")
             ax.set_title((facet or None) if r == 0 else None, loc="left")
     _legend(fig, hue_col, hues, extra.values())
     fig.suptitle(title)
     return fig, marks, ok
 
 
-def _ylim_room_for_marks(ax, top: float, bottom: float = 0.0) -> None:
+def _ylim_room_for_marks(ax, top: float, bottom: float = 0.0, log: bool = False) -> None:
     # Failure marks sit in the top fifth of the axis; data stays below them.
+    if log:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_locator(NullLocator())
+        lb, lt = math.log10(bottom), math.log10(max(top, bottom * 1.01))
+        ax.set_ylim(bottom, 10 ** (lb + (lt - lb) / 0.78))
+        return
     if top <= bottom:
         top = bottom + 1
     ax.set_ylim(bottom, bottom + (top - bottom) / 0.78)
@@ -449,7 +473,11 @@ def step_time_vs_depth(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
     ms = ok[C.STEP_TIME_MEDIAN_S].max() < 1.0
     scale, unit = (1000.0, "ms") if ms else (1.0, "s")
     top = max([ok[C.STEP_TIME_MEDIAN_S].max()] + [max(t) for t in spread.values() if t]) * scale
+    low = min([ok[C.STEP_TIME_MEDIAN_S].min()] + [min(t) for t in spread.values() if t]) * scale
     have_spread = any(len(t) > 1 for t in spread.values())
+    # Step times of a grid span batch sizes and architectures: beyond 10x, a log axis keeps the fast
+    # cells' lines readable next to the slow ones on the shared scale.
+    log = low > 0 and top / low > 10
 
     def err(f):
         lo = pd.Series([min(spread[i]) * scale if spread.get(i) else np.nan for i in f.index], index=f.index)
@@ -458,14 +486,14 @@ def step_time_vs_depth(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
         return lo.fillna(med), hi.fillna(med)
 
     def setup(ax, sub):
-        _ylim_room_for_marks(ax, top)
+        _ylim_room_for_marks(ax, top, low / 1.3 if log else 0.0, log=log)
         if have_spread:
             return [Line2D([], [], color="grey", marker="_", ms=10, lw=1.3,
                            label="bar: fastest to slowest timed step")]
         return None
 
-    row = dict(y=lambda f: f[C.STEP_TIME_MEDIAN_S] * scale, ylabel=f"time per optimisation step ({unit}, median)",
-               setup=setup)
+    row = dict(y=lambda f: f[C.STEP_TIME_MEDIAN_S] * scale, setup=setup,
+               ylabel=f"time per optimisation step\n({unit}, median" + (", log scale)" if log else ")"))
     if have_spread:
         row["err"] = err
     fig, marks, ok = _depth_figure(data, need=(C.STEP_TIME_MEDIAN_S,), rows=[row], dodge=True, mark_failed=True,
@@ -907,6 +935,20 @@ def image_grids(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
     return panels
 
 
+def augment_accuracy(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
+    from . import figures_augment as A
+
+    _need(data.cells, A.K, A.SOURCE)
+    try:
+        fig = A.draw_augment(data.cells)
+    except ValueError as e:  # the augment module's own check of its columns and cells
+        raise Skip(str(e)) from None
+    caption = ("Held-out top-1 accuracy of a classifier trained on k real images per class, alone or with images "
+               "generated from the plain prompt or the learned token; lines: mean over seeds, dots: seeds, "
+               "bands: mean bootstrap 95% CI (bench.figures_augment).")
+    return [Panel(A.STEM, fig, "Low-resource training with generated images", caption)]
+
+
 FIGURES: tuple[FigureKind, ...] = (
     FigureKind("memory-vs-depth", f"{D.DEPTH}, {C.PEAK_MEM_BYTES} (checkpointing, status optional)", memory_vs_depth),
     FigureKind("step-time-vs-depth", f"{D.DEPTH}, {C.STEP_TIME_MEDIAN_S} ({C.STEP_TIMES_S} for the spread)",
@@ -921,6 +963,8 @@ FIGURES: tuple[FigureKind, ...] = (
     FigureKind("training-curves", f"curves with {C.EPOCH} and {C.LOSS} ({C.ACCURACY}, class_id optional)",
                training_curves),
     FigureKind("examples", "artifacts/<hash>/<attempt>/examples/{plain,token}/class<c>-seed<s>.png", image_grids),
+    FigureKind("augment-accuracy-vs-k", "the augment cell's cfg_k, cfg_source, cfg_n_generated, metric_acc (+_lo/_hi)",
+               augment_accuracy),
 )
 
 

@@ -130,6 +130,10 @@ def _gain(row) -> str:
     return f"{float(v) * 100:+.1f} pp{ci}"
 
 
+def _n_cells(n: int) -> str:
+    return f"{n} cell" if n == 1 else f"{n} cells"
+
+
 def _plain(v) -> str:
     if _missing(v):
         return "–"
@@ -154,6 +158,10 @@ def _cell_columns(cells: pd.DataFrame) -> list[tuple[str, object, bool]]:
         ("config hash", lambda r: str(r[C.CONFIG_HASH]), False),
         ("status", lambda r: str(r[C.STATUS]), False),
     ]
+    if C.ORIGIN in cells.columns and (cells[C.ORIGIN].astype(str) == "include").any():
+        # an [[include]] cell's label ("reference sd15") says what its settings alone do not
+        cols.append(("label", lambda r: D.short_label(r[C.LABEL]) if str(r.get(C.ORIGIN)) == "include" else "",
+                     False))
     cols += [(D.setting_name(c), (lambda r, c=c: D.short_value(c, r[c])), False) for c in varying]
     if C.SEED in cells.columns and cells[C.SEED].nunique() > 1:
         cols.append(("seed", lambda r: _plain(r.get(C.SEED)), True))
@@ -265,7 +273,7 @@ def _html_table(headers: list[str], rows: list[list[str]], numeric: list[bool] |
 
 
 def _pairs_html(pairs) -> str:
-    return ", ".join(f"<code>{_e(v)}</code>" + (f" ({n} cells)" if len(pairs) > 1 else "") for v, n in pairs)
+    return ", ".join(f"<code>{_e(v)}</code>" + (f" ({_n_cells(n)})" if len(pairs) > 1 else "") for v, n in pairs)
 
 
 def _examples_note(sr: StoreReport) -> str:
@@ -315,7 +323,7 @@ def _store_html(sr: StoreReport, anchor: str) -> str:
 def _provenance_html(prov: dict) -> str:
     parts = ["<h3>Provenance</h3>", "<table><tbody>"]
     if prov.get("git"):
-        text = "<br>".join(f"<code>{_e(s)}</code> ({n} cells{', uncommitted changes' if dirty else ''})"
+        text = "<br>".join(f"<code>{_e(s)}</code> ({_n_cells(n)}{', uncommitted changes' if dirty else ''})"
                            for s, n, dirty in prov["git"])
         parts.append(f"<tr><th>git commit</th><td>{text}</td></tr>")
     for key in ("experiments", "cell kinds", "device kinds", "devices", "hosts", "python", "cuda"):
@@ -326,7 +334,7 @@ def _provenance_html(prov: dict) -> str:
         parts.append(f"<tr><th>ran</th><td>{_e(a)} – {_e(b)} (UTC)</td></tr>")
     parts.append("</tbody></table>")
     if prov.get("packages"):
-        rows = [[name, "; ".join(v if len(pairs) == 1 else f"{v} ({n} cells)" for v, n in pairs)]
+        rows = [[name, "; ".join(v if len(pairs) == 1 else f"{v} ({_n_cells(n)})" for v, n in pairs)]
                 for name, pairs in prov["packages"].items()]
         parts.append("<p><b>Packages</b> (as recorded by each cell's runner)</p>"
                      + _html_table(["package", "version"], rows))
@@ -420,16 +428,16 @@ def _store_md(sr: StoreReport, report_dir: Path) -> str:
     prov = provenance(data)
     out += ["### Provenance", ""]
     for s, n, dirty in prov.get("git", []):
-        out.append(f"- git commit `{s}` ({n} cells{', uncommitted changes' if dirty else ''})")
+        out.append(f"- git commit `{s}` ({_n_cells(n)}{', uncommitted changes' if dirty else ''})")
     for key in ("experiments", "cell kinds", "device kinds", "devices", "hosts", "python", "cuda"):
         if key in prov:
-            out.append(f"- {key}: " + ", ".join(f"`{v}`" + (f" ({n} cells)" if len(prov[key]) > 1 else "")
+            out.append(f"- {key}: " + ", ".join(f"`{v}`" + (f" ({_n_cells(n)})" if len(prov[key]) > 1 else "")
                                                for v, n in prov[key]))
     if prov.get("time range"):
         out.append(f"- ran {prov['time range'][0]} – {prov['time range'][1]} (UTC)")
     out.append("")
     if prov.get("packages"):
-        rows = [[name, "; ".join(v if len(pairs) == 1 else f"{v} ({n} cells)" for v, n in pairs)]
+        rows = [[name, "; ".join(v if len(pairs) == 1 else f"{v} ({_n_cells(n)})" for v, n in pairs)]
                 for name, pairs in prov["packages"].items()]
         out += [_md_table(["package", "version"], rows), ""]
     for spec in prov.get("specs", []):
