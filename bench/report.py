@@ -63,10 +63,12 @@ figure { margin: 1.5rem 0; } figure img { max-width: 100%; height: auto; border:
 figcaption { font-size: .92rem; color: #444; max-width: 60rem; }
 table { border-collapse: collapse; font-size: .85rem; margin: .6rem 0; }
 th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: left; vertical-align: top; }
-th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f4f4f4; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .status-ok { color: #117733; } .status-oom, .status-error, .status-killed, .status-timeout { color: #AA3377;
   font-weight: bold; }
 pre { background: #f7f7f7; padding: .6rem; overflow-x: auto; font-size: .8rem; }
+.scroll { overflow-x: auto; max-width: 100%; }
 .muted { color: #666; font-size: .9rem; } details { margin: .4rem 0; } code { font-size: .85rem; }
 """
 
@@ -269,7 +271,9 @@ def _html_table(headers: list[str], rows: list[list[str]], numeric: list[bool] |
                 cls = f"status-{value}"
             cells.append(f'<td class="{cls}">{_e(value)}</td>' if cls else f"<td>{_e(value)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    # wide tables scroll inside their box instead of widening the page
+    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+            "</div>")
 
 
 def _pairs_html(pairs) -> str:

@@ -213,6 +213,16 @@ def test_pareto_front_keeps_cells_no_other_beats():
     assert D.pareto_front(memory, accuracy) == [True, True, False, False, True]
 
 
+def test_memory_is_named_by_what_was_measured():
+    gpu = pd.DataFrame({C.DEVICE: ["cuda:0"] * 2, C.DEVICE_NAME: ["NVIDIA H100 80GB HBM3, 79.1 GiB, CUDA 12.8"] * 2})
+    assert D.memory_kind(gpu) == "CUDA allocated"
+    assert D.device_memory_bytes(gpu) == pytest.approx(79.1 * 2**30)  # the dotted capacity line
+    cpu = pd.DataFrame({C.DEVICE: ["cpu"], C.DEVICE_NAME: ["AMD EPYC, 2 of 2 cores"]})
+    assert D.memory_kind(cpu) == "CPU RSS" and D.device_memory_bytes(cpu) is None
+    mixed = pd.concat([gpu, gpu.assign(**{C.DEVICE_NAME: "NVIDIA H200, 139.8 GiB, CUDA 12.8"})])
+    assert D.device_memory_bytes(mixed) is None  # two GPU sizes: no single line to draw
+
+
 def test_short_names_of_classifier_specs():
     assert D.short_spec("timm:/runs/x/clf0") == "timm:clf0"
     assert D.short_spec("hf:google/vit-large-patch16-224") == "hf:google/vit-large-patch16-224"
