@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from dct.errors import ConfigError
 
-BUILTIN_MODULES = ("bench.cells_dct", "bench.cells_step")
+BUILTIN_MODULES = ("bench.cells_dct", "bench.cells_step", "bench.cells_augment")
 MODULES_ENV = "DCT_CELL_MODULES"
 
 
