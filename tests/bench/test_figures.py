@@ -31,6 +31,9 @@ from bench.report import build_report
 from bench.store import CELLS_DIR, load_cells
 from dct.errors import ConfigError, DCTError
 
+# Tests that use `store`: its tiny grid takes one to two minutes on two shared cores.
+slow = pytest.mark.slow
+
 TRAIN = """
 fid = false
 classes = [0, 1]
@@ -118,6 +121,7 @@ def report(store, tmp_path_factory):
 # --- figures ---------------------------------------------------------------------------------------
 
 
+@slow
 def test_every_figure_is_drawn_from_a_real_store(drawn):
     # every figure of a DCT store; the augment experiment's figure needs an augment store
     assert [s.kind for s in drawn.skipped] == ["augment-accuracy-vs-k"]
@@ -133,6 +137,7 @@ def test_every_figure_is_drawn_from_a_real_store(drawn):
     assert {f["stem"] for f in index["drawn"]} == {d.stem for d in drawn.drawn}
 
 
+@slow
 def test_out_of_memory_cell_is_marked_where_it_was_asked_for(store, drawn):
     oom = load_cells(store).set_index(C.STATUS).loc[C.STATUS_OOM]
     assert oom[C.ERROR].startswith("MemoryError") and oom[D.DEPTH] == 3
@@ -147,6 +152,7 @@ def test_out_of_memory_cell_is_marked_where_it_was_asked_for(store, drawn):
     assert by_stem["accuracy-vs-depth"].marks == []
 
 
+@slow
 def test_transfer_columns_match_what_the_dct_cell_writes(store):
     cells = load_cells(store)
     specs = json.loads(cells[D.EVAL_CLASSIFIERS].iloc[0])
@@ -167,6 +173,7 @@ def _store_of(store, tmp_path, name: str, label: str):
     return folder
 
 
+@slow
 def test_figures_a_store_cannot_support_are_skipped_with_a_reason(store, tmp_path):
     one = F.draw_figures(_store_of(store, tmp_path, "one", "depth=2"), out=tmp_path / "o1", formats=("png",))
     assert [d.kind for d in one.drawn] == ["transfer-matrix"]  # one cell scored by two classifiers is enough
@@ -186,6 +193,7 @@ def test_figures_a_store_cannot_support_are_skipped_with_a_reason(store, tmp_pat
     assert {s.reason for s in F.draw_figures(empty, out=tmp_path / "o3").skipped} == {"the store has no cells"}
 
 
+@slow
 def test_a_redraw_removes_figures_it_no_longer_makes(store, tmp_path):
     out = tmp_path / "figs"
     F.draw_figures(store, out=out, formats=("png",), only=["memory-vs-depth", "examples"])
@@ -247,6 +255,7 @@ def _flat(text: str) -> str:
     return " ".join(text.split())  # rich wraps lines at the terminal's width
 
 
+@slow
 def test_dct_figures_command(root_cli, store, tmp_path):
     out = tmp_path / "cli"
     done = CliRunner().invoke(root_cli, ["figures", "--results", str(store), "--out", str(out), "--format", "png",
@@ -263,6 +272,7 @@ def test_dct_figures_command(root_cli, store, tmp_path):
     assert missing.exit_code == 2 and "not a result store" in _flat(missing.output)
 
 
+@slow
 def test_dct_report_command_needs_out_for_several_stores(root_cli, store, tmp_path):
     done = CliRunner().invoke(root_cli, ["report", "--results", str(store), "--results", str(store)])
     assert done.exit_code == 2 and "--out" in _flat(done.output)
@@ -273,6 +283,7 @@ def test_dct_report_command_needs_out_for_several_stores(root_cli, store, tmp_pa
 # --- report ------------------------------------------------------------------------------------------
 
 
+@slow
 def test_report_html_is_self_contained_with_provenance(store, report):
     page = report.html.read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
@@ -289,6 +300,7 @@ def test_report_html_is_self_contained_with_provenance(store, report):
     assert "n = 4 images" in page  # sample counts in the captions
 
 
+@slow
 def test_report_markdown_links_the_png_files(report):
     text = report.markdown.read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
@@ -298,6 +310,7 @@ def test_report_markdown_links_the_png_files(report):
     assert "| config hash |" in text and "```toml" in text
 
 
+@slow
 def test_report_of_two_stores_keeps_their_figures_apart(store, tmp_path):
     # two one-cell stores of the same folder name (results/a/depth, results/b/depth)
     a = _store_of(store, tmp_path / "a", "store", "depth=2")
@@ -328,6 +341,7 @@ def _image_check(dom: str) -> tuple[int, str]:
     return int(loaded.group(1)), broken.group(1)
 
 
+@slow
 def test_report_renders_in_headless_chromium_without_broken_images(report, tmp_path):
     loaded, broken = _image_check(_chromium_dom(report.html, tmp_path))
     assert (loaded, broken) == (report.n_figures, "")
