@@ -112,6 +112,9 @@ def generate(
 def _mount_subapps() -> None:
     """Sub-apps live beside the code they drive."""
     from bench.cli import bench_app, make_bench_command, results_app
+    from bench.figures_cli import figures_app, report_app
+    from bench.launch import launch_app, worker_app
+    from bench.search_cli import search_app
     from dct.eval.cli import eval_app
     from dct.world.cli import world_app
 
@@ -124,6 +127,11 @@ def _mount_subapps() -> None:
     app.add_typer(eval_app, name="eval", help="Judge accuracy (with CIs) and FID/KID of a token vs the plain prompt.")
     app.add_typer(bench_app, name="bench")
     app.add_typer(results_app, name="results")
+    app.add_typer(figures_app, name="figures")
+    app.add_typer(report_app, name="report")
+    app.add_typer(search_app, name="search")
+    app.add_typer(worker_app, name="worker")
+    app.add_typer(launch_app, name="launch")
 
 
 _mount_subapps()
