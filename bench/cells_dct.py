@@ -33,6 +33,7 @@ import torch
 from dct.config import FIELDS, from_dict, load_preset
 from dct.errors import ConfigError
 
+from .columns import eval_key
 from .registry import CellOutput, register_cell
 
 EVAL_SEED_BASE = 10_000  # training draws latents from seeds < EVAL_SEED_BASE: evaluation seeds are unseen
@@ -166,7 +167,7 @@ def evaluate(parts, cfg, config, res, classes, names, vectors, judge, extra, ctx
     out["plain_acc_per_class"] = json.dumps({str(p["class_id"]): p["top1"]["acc"] for p in plain_rep["per_class"]})
     targets = [c for c in classes for _ in seeds]
     for name, clf in extra.items():
-        key = name.replace("world:", "").replace(":", "_").replace("/", "_")
+        key = eval_key(name)
         rep = accuracy_report(classify(clf, token_imgs), targets, classes, seeds=seeds * len(classes))
         out.update(_flat(f"acc[{key}]", rep, top5=False))
         rep = accuracy_report(classify(clf, plain_imgs), targets, classes, seeds=seeds * len(classes))

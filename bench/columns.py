@@ -95,3 +95,8 @@ def phase_peak_col(name: str) -> str:
 
 def version_col(package: str) -> str:
     return VERSION_PREFIX + package.replace("-", "_")
+
+
+def eval_key(spec: str) -> str:
+    """The key of an extra eval classifier's columns (metric_acc[<key>]), shared by writer and figures."""
+    return spec.replace("world:", "").replace(":", "_").replace("/", "_")

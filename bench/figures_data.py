@@ -18,6 +18,7 @@ import pandas as pd
 from dct.errors import DCTError
 
 from . import columns as C
+from .columns import eval_key  # noqa: F401  (re-exported: figures use it by this name)
 from .store import CELLS_DIR, load_cells, load_curves
 
 DEPTH = C.config_col("depth")
@@ -237,12 +238,6 @@ def short_spec(spec) -> str:
         target, _, w = target.partition("@")
         weights = "@" + _short_target(w)
     return f"{family}:{_short_target(target)}{weights}"
-
-
-def eval_key(spec: str) -> str:
-    """The key the DCT cell gives an eval classifier's columns (metric_acc[<key>]); mirrors
-    bench.cells_dct.evaluate, which writes them."""
-    return spec.replace("world:", "").replace(":", "_").replace("/", "_")
 
 
 def eval_keys(cells: pd.DataFrame) -> list[str]:
