@@ -50,13 +50,12 @@ def resolve_depth(depth: int | str, n_calls: int) -> int:
     return depth
 
 
-def set_block_checkpointing(unet, vae, enabled: bool) -> None:
+def set_block_checkpointing(model, enabled: bool) -> None:
     """diffusers' per-block checkpointing (active whenever grad is enabled, diffusers >= 0.32)."""
-    for model in (unet, vae):
-        if enabled:
-            model.enable_gradient_checkpointing()
-        elif getattr(model, "is_gradient_checkpointing", False):
-            model.disable_gradient_checkpointing()
+    if enabled:
+        model.enable_gradient_checkpointing()
+    elif getattr(model, "is_gradient_checkpointing", False):
+        model.disable_gradient_checkpointing()
 
 
 def rollout(
@@ -79,13 +78,20 @@ def rollout(
     gradient; every earlier call runs under no_grad, so its activations are never stored.
 
     checkpointing: "block" = diffusers' per-block checkpointing of UNet and VAE; "step" = one
-    torch.utils.checkpoint around each UNet call with gradient and around the decode; "both" = nested.
+    torch.utils.checkpoint around each UNet call with gradient, and the VAE decode per block; "both" =
+    both. The decode keeps about twice the activations of a UNet call at 512 px (issue 7's component
+    probe), so every mode but "none" checkpoints it per block: one extra decode forward for ~2.4 GiB.
+
+    While the latents do not yet depend on the token (the first UNet call with gradient), the
+    unconditional half of classifier-free guidance has no path to the token: it runs under no_grad so
+    its activations are not stored (~0.7 GiB at 512 px, same gradient).
     The caller owns the scheduler object; `set_timesteps` is called here because schedulers keep
     history (PNDM, DPM-Solver) that must not leak from one rollout into the next.
     """
     if checkpointing not in CHECKPOINTING_MODES:
         raise ConfigError(f"checkpointing {checkpointing!r} is not accepted: use one of {CHECKPOINTING_MODES}")
-    set_block_checkpointing(unet, vae, checkpointing in ("block", "both"))
+    set_block_checkpointing(unet, checkpointing in ("block", "both"))
+    set_block_checkpointing(vae, checkpointing != "none")
     step_ckpt = checkpointing in ("step", "both")
 
     scheduler.set_timesteps(num_steps, device=latents.device)
@@ -105,12 +111,18 @@ def rollout(
     for i, t in enumerate(timesteps):
         with_grad = i >= n_calls - k and torch.is_grad_enabled()
         with torch.set_grad_enabled(with_grad):
-            x_in = torch.cat([x, x]) if use_cfg else x
+            split = with_grad and use_cfg and not x.requires_grad  # uncond half cannot reach the token
+            x_in = x if split or not use_cfg else torch.cat([x, x])
             x_in = scheduler.scale_model_input(x_in, t).to(model_dtype)
+            emb = embeds[len(x):] if split else embeds
             if with_grad and step_ckpt:
-                eps = checkpoint(unet_call, x_in, t, embeds, use_reentrant=False)
+                eps = checkpoint(unet_call, x_in, t, emb, use_reentrant=False)
             else:
-                eps = unet_call(x_in, t, embeds if with_grad else embeds.detach())
+                eps = unet_call(x_in, t, emb if with_grad else emb.detach())
+            if split:
+                with torch.no_grad():
+                    eps_uncond = unet_call(x_in, t, embeds[:len(x)])
+                eps = torch.cat([eps_uncond, eps])
             eps = eps.float()
             if use_cfg:
                 eps_u, eps_c = eps.chunk(2)
@@ -120,12 +132,12 @@ def rollout(
 
     grad_decode = torch.is_grad_enabled() and k > 0
     with torch.set_grad_enabled(grad_decode):
-        images = decode(vae, x, checkpointed=step_ckpt and grad_decode)
+        images = decode(vae, x)
     return RolloutResult(images=images, latents=x, n_calls=n_calls, n_grad_calls=n_grad,
                          timesteps=[int(t) for t in timesteps])
 
 
-def decode(vae, latents: torch.Tensor, *, checkpointed: bool = False) -> torch.Tensor:
+def decode(vae, latents: torch.Tensor) -> torch.Tensor:
     """VAE decode to images in [0, 1] (float32), as the reference: (x / 2 + 0.5).clamp(0, 1)."""
     scale = vae.config.scaling_factor
     shift = getattr(vae.config, "shift_factor", None) or 0.0
@@ -133,6 +145,5 @@ def decode(vae, latents: torch.Tensor, *, checkpointed: bool = False) -> torch.T
     def _decode(z: torch.Tensor) -> torch.Tensor:
         return vae.decode(z / scale + shift, return_dict=False)[0]
 
-    z = latents.to(vae.dtype)
-    out = checkpoint(_decode, z, use_reentrant=False) if checkpointed else _decode(z)
+    out = _decode(latents.to(vae.dtype))
     return (out.float() / 2 + 0.5).clamp(0, 1)

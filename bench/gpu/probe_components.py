@@ -20,6 +20,7 @@ import statistics
 import time
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 
 class SavedBytes:
@@ -106,7 +107,7 @@ def probe(arch: str, resolution: int, precision: str, device: str, batch: int = 
     measure("unet_call_cfg_uncond_no_grad", split_cfg)
     z = torch.randn(batch, 4, latent, latent, device=device, requires_grad=True)
     measure("vae_decode", lambda: decode(parts.vae, z))
-    measure("vae_decode_checkpointed", lambda: decode(parts.vae, z, checkpointed=True))
+    measure("vae_decode_checkpointed", lambda: checkpoint(decode, parts.vae, z, use_reentrant=False))
     parts.vae.enable_gradient_checkpointing()
     measure("vae_decode_block_ckpt", lambda: decode(parts.vae, z))
     parts.vae.disable_gradient_checkpointing()
