@@ -155,7 +155,7 @@ PRESETS: dict[str, dict] = {
     # in early noisy steps), one batched rollout per update, fresh latents each epoch, Adam at a larger lr.
     "fast": dict(scheduler="ddim", steps=20, guidance=5.0, depth=4, checkpointing="none", precision="fp32",
                  train_padding="max_length", optimizer="adam", lr=5e-2, betas=(0.9, 0.999), weight_decay=0.0,
-                 eps=1e-8, clip_grad_norm=None, images_per_update=4, rollout_batch=4, max_epochs=40,
+                 eps=1e-8, clip_grad_norm=None, images_per_update=8, rollout_batch=8, max_epochs=40,
                  stop_accuracy=0.9, patience=15, seed=0, reseed_each_epoch=False),
 }
 
