@@ -111,6 +111,7 @@ startup_trials = 2
 seed = 3
 
 [pruning]
+pruner = "PRUNER"
 on = "loss"
 startup_trials = 1
 warmup_epochs = 1
@@ -133,9 +134,10 @@ choices = [2, 8, 16]
 
 @pytest.fixture
 def mlp_space(tmp_path):
-    def write(name: str, trials: int = 3, sleep: float = 0.0, file: str = "space.toml") -> Path:
+    def write(name: str, trials: int = 3, sleep: float = 0.0, pruner: str = "median", file: str = "space.toml") -> Path:
         path = tmp_path / file
-        path.write_text(MLP_SPACE.replace("NAME", name).replace("TRIALS", str(trials)).replace("SLEEP", str(sleep)))
+        path.write_text(MLP_SPACE.replace("NAME", name).replace("TRIALS", str(trials)).replace("SLEEP", str(sleep))
+                        .replace("PRUNER", pruner))
         return path
 
     return write

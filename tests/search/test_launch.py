@@ -78,7 +78,7 @@ def test_the_database_password_is_never_written(pg_url, in_tmp, mlp_space, uniqu
     outputs = []
 
     # a study created and run by two local workers (the password only in the launcher's URL)
-    space = mlp_space(unique, trials=3)
+    space = mlp_space(unique, trials=3, pruner="none")
     out = runner.invoke(launch_app, ["--local", "--workers", "2", "--storage", pg_url, "--study", unique,
                                      "--space", str(space), "--device", "cpu", "--heartbeat", "2",
                                      "--folder", "launch", "--wait"])

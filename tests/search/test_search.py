@@ -3,7 +3,6 @@ columns and provenance), the study resumes, enqueued and repeated configs, pruni
 and the CLI."""
 
 import json
-import math
 import tomllib
 
 import optuna
@@ -12,7 +11,7 @@ from typer.testing import CliRunner
 
 from bench import columns as C
 from bench import store as S
-from bench.search import (ATTR_REUSED, PRESET_COL, STATUS_PRUNED, STUDY_COL, TRIAL_COL, IntermediateReporter,
+from bench.search import (ATTR_REUSED, STATUS_PRUNED, STUDY_COL, TRIAL_COL, IntermediateReporter,
                           TrialRunner, export_best, make_storage, open_study, run_search, run_trials, study_store)
 from bench.search_cli import search_app
 from bench.search_space import parse_space
@@ -36,7 +35,7 @@ def quiet():
 
 
 def test_search_stores_trials_like_grid_cells_and_resumes(mlp_space, tmp_path, quiet, unique):
-    space = mlp_space(unique, trials=2)
+    space = mlp_space(unique, trials=2, pruner="none")  # reported, not pruned: every trial completes
     results = tmp_path / "results"
     first = run_search(space, results=results, device="cpu", heartbeat=2, console=quiet)
     assert [n for n, _ in first.ran] == [0, 1]
@@ -49,7 +48,7 @@ def test_search_stores_trials_like_grid_cells_and_resumes(mlp_space, tmp_path, q
     assert run_search(None, study_name=unique, results=results, device="cpu", console=quiet).ran == []
 
     rows = S.load_cells(store, all_rows=True)
-    assert len(rows) == 3 and (rows[C.STATUS] == C.STATUS_OK).all() or STATUS_PRUNED in set(rows[C.STATUS])
+    assert len(rows) == 3 and (rows[C.STATUS] == C.STATUS_OK).all()
     assert GRID_COLUMNS <= set(rows.columns), GRID_COLUMNS - set(rows.columns)
     assert sorted(rows[TRIAL_COL]) == [0, 1, 2] and set(rows[STUDY_COL]) == {unique}
     assert set(rows[C.EXPERIMENT]) == {unique} and set(rows[C.ORIGIN]) == {"search"}
@@ -170,3 +169,25 @@ def test_cli_search_show_best(mlp_space, tmp_path, monkeypatch, unique):
     assert not (tmp_path / "results" / "search" / "nope").exists()  # looking does not create
     out = runner.invoke(search_app, ["--space", str(tmp_path / "missing.toml")], terminal_width=200)
     assert out.exit_code == 2 and "does not exist" in out.output
+
+
+def test_multi_objective_study_draws_its_pareto_front(mlp_space, tmp_path, quiet, unique):
+    space = mlp_space(unique, trials=4)
+    space.write_text(space.read_text().replace('objectives = "metric_final_loss:minimize"',
+                                               'objectives = ["metric_final_loss:minimize", "peak_mem"]')
+                     .replace('pruner = "median"', 'pruner = "auto"'))  # auto: none for several objectives
+    result = run_search(space, results=tmp_path / "results", device="cpu", heartbeat=2, console=quiet)
+    study = result.study
+    assert type(study.sampler).__name__ == "NSGAIISampler" and len(study.directions) == 2
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and not t.intermediate_values for t in study.trials)
+    assert result.figures["pareto"].endswith("pareto.png"), result.figures
+    for name in ("history-metric_final_loss:minimize", "history-peak_mem", "importances-peak_mem"):
+        assert name in result.figures
+    best = tomllib.loads(export_best(study, result.space, tmp_path / "best.toml").read_text())
+    # several objectives: the Pareto trial best in the first one
+    front = study.best_trials
+    assert best["search"]["trial"] == min(front, key=lambda t: t.values[0]).number
+    rows = S.load_cells(study_store(unique, tmp_path / "results"), all_rows=True)
+    peak = rows.set_index(C.ATTEMPT_ID)[C.PEAK_MEM_BYTES]
+    for t in study.trials:  # the objective is the stored measurement (of the reused attempt, if any)
+        assert peak[t.user_attrs.get(ATTR_REUSED) or t.user_attrs["attempt_id"]] == t.values[1]
