@@ -26,7 +26,7 @@ search_app = typer.Typer(help="Optuna search over training settings; every trial
 
 SpaceOpt = Annotated[Optional[Path], typer.Option("--space", help="Search space TOML (default ablations/search.toml; "
                                                   "an existing study keeps the space it was created with).")]
-StudyOpt = Annotated[Optional[str], typer.Option("--study", help="Study name (default: [study] name of the space).")]
+StudyOpt = Annotated[Optional[str], typer.Option("--study", help="Study name (default: the space's study name).")]
 StorageOpt = Annotated[Optional[str], typer.Option(
     "--storage", help="Optuna storage URL, e.g. postgresql://user@host/db (default $DCT_STORAGE, else SQLite "
                       "in results/search/<study>/study.db). Prefer $DCT_DB_PASSWORD or ~/.pgpass to a "
@@ -59,7 +59,7 @@ def search(
     ctx: typer.Context,
     space: SpaceOpt = None,
     trials: Annotated[Optional[int], typer.Option("--trials", help="The study's budget of finished trials "
-                                                  "(default: [study] trials); re-running continues up to it.")] = None,
+                                                  "(default: the space's trials); re-running continues up to it.")] = None,
     storage: StorageOpt = None,
     study: StudyOpt = None,
     results: ResultsOpt = Path("results"),
