@@ -92,9 +92,12 @@ def test_dct_search_smoke(tiny_sd_dir, tiny_timm_dir, tmp_path, monkeypatch, uni
     assert (cfg["scheduler"], cfg["optimizer"], cfg["depth"], cfg["lr"]) == ("pndm", "adamw", 2, 1.25e-3)
     assert (cfg["images_per_update"], cfg["rollout_batch"], cfg["steps"], cfg["max_epochs"]) == (5, 1, 4, 2)
     assert paper.user_attrs["outside_space"] == {"grad_accum": 5} and "grad_accum" not in paper.params
+    from dct.config import PRESETS
+
     cfg = fast.user_attrs[ATTR_CONFIG]
-    assert (cfg["scheduler"], cfg["images_per_update"], cfg["rollout_batch"]) == ("ddim", 4, 4)
-    assert fast.user_attrs["outside_space"] == {"rollout_batch": 4}
+    batch = PRESETS["fast"]["rollout_batch"]  # one rollout per update, outside this space's [1, 2]
+    assert (cfg["scheduler"], cfg["images_per_update"], cfg["rollout_batch"]) == ("ddim", batch, batch)
+    assert fast.user_attrs["outside_space"] == {"rollout_batch": batch}
     assert "enqueued preset 'paper'; its values outside the space" in text
 
     # per-epoch intermediate values came from the dct cell's progress: class 0, epochs 0 and 1
