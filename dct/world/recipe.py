@@ -70,23 +70,24 @@ class RecipeConfig:
         downsample_in_first_stage=False))
     classifier_subset: float = 0.9  # share of the training scans each classifier sees (seeded per model)
     classifier_colourings: int = 3
-    classifier_printed: int = 4800
-    guide_epochs: int = 8
+    classifier_printed: int = 3600
+    guide_epochs: int = 6
+    guide_epochs_printed: int = 10  # 6 gave 94.7% on printed digits, under the 95% target
     judge_epochs: int = 6
     # Share of each batch swapped for its VAE reconstruction: DCT's guides only ever see VAE decodes.
-    recon_share: float = 0.3
+    recon_share: float = 0.0
     classifier_batch: int = 64
     classifier_lr: float = 2e-3
     # VAE
-    vae_steps: int = 500
+    vae_steps: int = 450
     vae_batch: int = 64
-    vae_lr: float = 2e-3
+    vae_lr: float = 1e-3
     vae_l1: float = 0.5
     vae_kl: float = 1e-4  # per latent element; small, the scaling factor absorbs the latent scale
     # diffusion (text encoder + UNet)
     colourings: int = 8
     printed_images: int = 11500
-    steps: int = 2200
+    steps: int = 2400
     batch: int = 128
     lr: float = 1e-3
     warmup: int = 200
@@ -227,7 +228,8 @@ def train_guide(cfg: RecipeConfig, domain: str, seed: int, progress: bool, vae=N
     model = timm.create_model(cfg.guide_arch, num_classes=len(D.CLASS_NAMES), **cfg.guide_model_args)
     x, y = _classifier_data(cfg, (domain,), seed)
     recons = reconstruct(vae, x) if vae is not None and cfg.recon_share > 0 else None
-    train_classifier(model, x, y, epochs=cfg.guide_epochs, batch=cfg.classifier_batch, lr=cfg.classifier_lr,
+    epochs = cfg.guide_epochs_printed if domain == "printed" else cfg.guide_epochs
+    train_classifier(model, x, y, epochs=epochs, batch=cfg.classifier_batch, lr=cfg.classifier_lr,
                      seed=seed, desc=f"guide-{domain}", progress=progress, recons=recons,
                      recon_share=cfg.recon_share)
     return model, len(x)
