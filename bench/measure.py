@@ -40,14 +40,33 @@ def peak_rss_bytes() -> int:
     return rss if sys.platform == "darwin" else rss * 1024
 
 
+def _status_kb(*keys: str) -> dict[str, int]:
+    found = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key = line.split(":", 1)[0]
+                if key in keys:
+                    found[key] = int(line.split()[1])
+    except OSError:
+        pass
+    return found
+
+
 def reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where the kernel does not allow it."""
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where the kernel does not allow it.
+
+    Checked after the write: some sandboxed kernels (gVisor, some container runtimes) accept the write to
+    clear_refs and do nothing, which would silently turn every phase peak into the process peak."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        return True
     except OSError:
         return False
+    marks = _status_kb("VmHWM", "VmRSS")
+    if len(marks) < 2:
+        return False
+    return marks["VmHWM"] - marks["VmRSS"] <= 16 * 1024  # other threads may allocate between the two reads
 
 
 # --- running maxima of a resettable high-water mark ----------------------------------------------------
