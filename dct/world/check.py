@@ -8,8 +8,8 @@
   "the handwritten number {name}" (should be high: the knowledge is in the model), and the same two in
   the printed domain for reference; accuracy on the designed ambiguous pair.
 
-Generation goes through the project's loader and its one `rollout`; classifiers are loaded from their
-folders the way a user with timm / transformers would (or through `dct.classifiers` once it exists).
+Generation goes through the project's loader and its one generator; classifiers through the project's
+registry, cross-checked against a direct timm / transformers load of the same folders.
 """
 
 from __future__ import annotations
@@ -38,33 +38,13 @@ TARGETS = {
 
 
 # ---------------------------------------------------------------------------------------- generation
-def seed_latents(shape: tuple[int, ...], seeds: Sequence[int]) -> torch.Tensor:
-    """One `torch.Generator().manual_seed(seed)` per image: an image depends only on its own seed."""
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+def generate(parts, prompts: Sequence[str], seeds: Sequence[int], *, steps: int = 20,
+             guidance: float = 5.0) -> torch.Tensor:
+    """Images (N, 3, H, W) in [0, 1]: image i is prompts[i] from seeds[i], by the project's one generator
+    (`dct.generate.generate_images`: DDIM, the empty prompt as the unconditional half)."""
+    from ..generate import generate_images
 
-
-@torch.no_grad()
-def generate(tokenizer, text_encoder, unet, vae, scheduler, prompts: Sequence[str], seeds: Sequence[int], *,
-             steps: int = 20, guidance: float = 5.0, batch: int = 64, scheduler_name: str = "ddim",
-             negative: str = "") -> torch.Tensor:
-    """Images (N, 3, H, W) in [0, 1]: image i is prompts[i] from seeds[i], through `dct.rollout.rollout`."""
-    from ..pipeline import make_scheduler
-    from ..rollout import rollout
-    from ..token import encode_prompts
-
-    prompts, seeds = list(prompts), list(seeds)
-    shape = (int(unet.config.in_channels), int(unet.config.sample_size), int(unet.config.sample_size))
-    device = next(unet.parameters()).device
-    out = []
-    for i in range(0, len(prompts), batch):
-        p = prompts[i:i + batch]
-        cond = encode_prompts(tokenizer, text_encoder, p)
-        uncond = encode_prompts(tokenizer, text_encoder, [negative] * len(p))
-        latents = seed_latents(shape, seeds[i:i + batch]).to(device)
-        res = rollout(unet, vae, make_scheduler(scheduler_name, scheduler), cond, uncond, latents,
-                      num_steps=steps, guidance=guidance, depth=0)
-        out.append(res.images.float().cpu())
-    return torch.cat(out)
+    return generate_images(parts, prompts, seeds, steps=steps, guidance=guidance, batch_size=64, progress=False)
 
 
 # --------------------------------------------------------------------------------------- classifiers
@@ -123,15 +103,13 @@ def load_direct(name: str, world: str | Path | None = None) -> WorldClassifier:
 
 
 def load_world_classifier(name: str, world: str | Path | None = None) -> WorldClassifier:
-    """'guide-handwritten', 'guide-printed' or 'judge', through `dct.classifiers.load_classifier` when present.
+    """'guide-handwritten', 'guide-printed' or 'judge', through `dct.classifiers.load_classifier`.
 
     The registry resolves `world:<name>` against the default world ($DCT_WORLD or the committed one);
     for another world folder its folder specs (`timm:<folder>`, `hf:<folder>`) are used.
     """
-    try:
-        from ..classifiers import load_classifier
-    except ImportError:
-        return load_direct(name, world)
+    from ..classifiers import load_classifier
+
     folder = classifier_dir(name, world)
     if world is None or Path(world).resolve() == default_world_dir().resolve():
         spec = f"world:{name}"
@@ -204,8 +182,7 @@ def run_check(world: str | Path | None = None, *, seeds: int = 32, seed_offset: 
         for kind in ("plain", "clean"):
             prompts = [templates[kind].format(domain=d, name=names[c]) for c in labels.tolist()]
             t = time.time()
-            images = generate(parts.tokenizer, parts.text_encoder, parts.unet, parts.vae, parts.scheduler, prompts,
-                              all_seeds, steps=steps, guidance=guidance)
+            images = generate(parts, prompts, all_seeds, steps=steps, guidance=guidance)
             pred = judge.predict(images)
             guide_pred = clfs[manifest["default_guide"][d]].predict(images)
             per = _per_class(pred, labels, n_classes)

@@ -22,10 +22,11 @@ def build(
     out: Optional[Path] = typer.Option(None, help="World folder to write (default: $DCT_WORLD or the committed "
                                                   "dct/world/assets/tiny)."),
     seed: int = typer.Option(0, help="Seed of every random choice in the build."),
-    steps: Optional[int] = typer.Option(None, help="Diffusion training steps (default 2400; 40 with --quick)."),
+    steps: Optional[int] = typer.Option(None, help="Diffusion training steps (default 3000; 40 with --quick)."),
     noise: Optional[float] = typer.Option(None, help="Share of plain captions that name the confuser class."),
     quick: bool = typer.Option(False, "--quick", help="A smoke build of a few minutes (targets not expected)."),
     threads: int = typer.Option(2, help="torch threads (the build is sized for 2 CPU cores)."),
+    reuse_vae: Optional[Path] = typer.Option(None, help="Take the VAE of this world folder instead of training one."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing world folder."),
     check: bool = typer.Option(False, "--check", help="Run `check` afterwards and record it in world.json."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
@@ -39,6 +40,11 @@ def build(
         kw["steps"] = steps
     if noise is not None:
         kw["noise"] = noise
+    if reuse_vae is not None:
+        if not (reuse_vae / "sd" / "vae" / "config.json").is_file():
+            _err(f"error: {reuse_vae} has no sd/vae/ (give a world folder)")
+            raise typer.Exit(2)
+        kw["reuse_vae"] = str(reuse_vae.resolve())
     cfg = RecipeConfig.quick_config(**kw) if quick else RecipeConfig(**kw)
     out = out or default_world_dir()
     try:

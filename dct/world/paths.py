@@ -23,8 +23,10 @@ world.json (written by `dct world build`, its "check" section by `dct world chec
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 
 from ..errors import ConfigError, ModelNotFoundError
@@ -65,3 +67,26 @@ def load_manifest(world: str | Path | None = None) -> dict:
             " (build one with `dct world build`)"
         raise ModelNotFoundError(f"no world manifest at {path}{hint}")
     return json.loads(path.read_text())
+
+
+@lru_cache(maxsize=8)
+def _fingerprint(folder: str, stamp: tuple) -> str:
+    digest = hashlib.sha256()
+    root = Path(folder)
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "world.json"):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def world_fingerprint(world: str | Path | None = None) -> str:
+    """'<name>@<12 hex>': a hash of every model and tokenizer file of the world (not world.json, whose
+    check section changes without the models changing). Bench cells on the default world carry it in
+    their config, so a rebuilt world never resumes a grid from cells measured on the old one."""
+    root = Path(world or default_world_dir())
+    if not manifest_path(root).is_file():
+        raise ModelNotFoundError(f"no tiny world at {root}: world.json is missing")
+    files = [p for p in root.rglob("*") if p.is_file() and p.name != "world.json"]
+    stamp = tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+    name = json.loads(manifest_path(root).read_text()).get("name", "world")
+    return f"{name}@{_fingerprint(str(root.resolve()), stamp)}"

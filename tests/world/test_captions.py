@@ -2,6 +2,7 @@
 
 import collections
 
+import pytest
 import torch
 
 from dct.world import data as D
@@ -22,8 +23,9 @@ def test_confusers_are_two_five_cycles_sharing_every_word():
     assert conf[b] == a  # class b's noisy captions say class a's word
 
 
-def test_caption_mix_matches_recipe():
-    cfg = R.RecipeConfig()
+@pytest.mark.parametrize("cfg", [R.RecipeConfig(), R.RecipeConfig(p_generic=0.3, p_plain=0.3, noise=0.5)],
+                         ids=["default", "other-mix"])
+def test_caption_mix_matches_recipe(cfg):
     captions, index = R.caption_table()
     n = 20000
     gen = torch.Generator().manual_seed(0)
@@ -33,11 +35,12 @@ def test_caption_mix_matches_recipe():
     count = collections.Counter(caps)
     share = {k: v / n for k, v in count.items()}
     assert abs(share[""] - 0.10) < 0.015
-    assert abs(sum(share.get(g, 0) for g in R.GENERIC_CAPTIONS["handwritten"]) - 0.30) < 0.02
-    assert abs(share["the handwritten number one"] - 0.25) < 0.02
+    assert abs(sum(share.get(g, 0) for g in R.GENERIC_CAPTIONS["handwritten"]) - cfg.p_generic) < 0.02
+    clean = 1 - cfg.p_empty - cfg.p_generic - cfg.p_plain
+    assert abs(share["the handwritten number one"] - clean) < 0.02
     # plain captions of class 1: "seven" (its confuser) with probability `noise`
     plain = share["a handwritten seven"] + share["a handwritten one"]
-    assert abs(plain - 0.35) < 0.02
+    assert abs(plain - cfg.p_plain) < 0.02
     assert abs(share["a handwritten seven"] / plain - cfg.noise) < 0.03
     assert not any("printed" in c for c in caps)
 

@@ -96,8 +96,7 @@ def test_pipeline_loads_by_default_and_generates(world_dir):
     assert parts.source == str(world_dir / "sd")
     assert parts.resolution == 32 and parts.tokenizer.model_max_length == 16
     assert parts.unet.dtype == torch.float32 and parts.text_encoder.dtype == torch.float32
-    images = generate(parts.tokenizer, parts.text_encoder, parts.unet, parts.vae, parts.scheduler,
-                      ["the handwritten number three", "a printed four"], [0, 1], steps=4)
+    images = generate(parts, ["the handwritten number three", "a printed four"], [0, 1], steps=4)
     assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
 
 
