@@ -47,7 +47,9 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Seed of latents and template choice."),
     out: Optional[Path] = typer.Option(None, help="Output .safetensors (default tokens/class-<c>.safetensors)."),
     device: str = typer.Option("cpu", help="torch device."),
-    overwrite: bool = typer.Option(False, help="Replace an existing output file."),
+    overwrite: bool = typer.Option(False, help="Replace an existing output file (a bank still reuses the classes "
+                                               "<out>.classes/ holds for the same config and world; delete that "
+                                               "folder to retrain them)."),
     json_out: bool = typer.Option(False, "--json", help="Print the sidecar as JSON."),
 ):
     """Train one discriminative class token and save it in diffusers' textual-inversion format."""

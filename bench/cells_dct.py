@@ -21,6 +21,7 @@ Evaluation settings:
     fid               compute FID/KID (default true; needs held-out reference images)
     fid_reference     a folder of reference images (default: the world's held-out real images of
                       the evaluated classes, in the domain of the templates)
+A cell on the embedded world also carries `world` (dct.world.paths.world_fingerprint), filled in here.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from .registry import CellOutput, register_cell
 EVAL_SEED_BASE = 10_000  # training draws latents from seeds < EVAL_SEED_BASE: evaluation seeds are unseen
 EVAL_DEFAULTS = dict(classes=None, judge=None, eval_classifiers=(), eval_seeds=32, eval_scheduler="ddim",
                      eval_steps=20, eval_guidance=5.0, eval_precision="fp32", fid=True, fid_reference=None)
-KEYS = set(FIELDS) | set(EVAL_DEFAULTS)
+KEYS = set(FIELDS) | set(EVAL_DEFAULTS) | {"world"}
 
 
 def validate(config: dict) -> dict:
@@ -51,6 +52,7 @@ def validate(config: dict) -> dict:
     if unknown:
         raise ConfigError(f"unknown setting(s) {unknown} for a dct cell; accepted: {sorted(KEYS)}")
     values = {**EVAL_DEFAULTS, **config}
+    stated_world = values.pop("world", None)
     # `preset` names the base ("fast", "paper" or a file); the other settings override it
     overrides = {k: v for k, v in values.items() if k in FIELDS and k != "preset"}
     train = load_preset(values.get("preset") or "fast", **overrides)
@@ -75,6 +77,13 @@ def validate(config: dict) -> dict:
     out = {**train.to_dict(), **{k: values[k] for k in EVAL_DEFAULTS}}
     out["classes"] = list(classes) if classes is not None else None
     out["eval_classifiers"] = list(values["eval_classifiers"])
+    if train.model is None:  # the embedded world: its identity is part of the cell's (see world_fingerprint)
+        from dct.world.paths import world_fingerprint
+
+        out["world"] = world_fingerprint()
+        if stated_world is not None and stated_world != out["world"]:
+            raise ConfigError(f"world={stated_world!r}: this cell was set up for another tiny world; the default "
+                              f"world is now {out['world']!r} (DCT_WORLD or the committed one)")
     return out
 
 

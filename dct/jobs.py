@@ -111,7 +111,8 @@ def train_to_file(cfg: TrainConfig, classes: list[int | str] | str, out: str | P
 
     One class gives a single-token file. Several classes train together in shared rollouts and give a
     token bank (`{<placeholder><class>: vector}`); each class is also saved the moment it stops, under
-    `<out>.classes/`, so an interrupted run resumes with only the unfinished classes (same config hash).
+    `<out>.classes/`, so an interrupted run resumes with only the unfinished classes (same config hash and,
+    on the tiny world, the same build of it).
     """
     from .classifiers import load_classifier, resolve_class
     from .pipeline import load_parts
@@ -134,14 +135,21 @@ def train_to_file(cfg: TrainConfig, classes: list[int | str] | str, out: str | P
     bank = len(targets) > 1
     placeholders = {t: f"{cfg.placeholder}{t}" if bank else cfg.placeholder for t in targets}
     parts_dir = out.with_suffix(".classes")
+    world_id = None
+    if res.world:
+        from .world.paths import world_fingerprint
+
+        world_id = world_fingerprint()  # a token trained on another build of the world is not resumed
     done: dict[int, dict] = {}
-    if bank and parts_dir.is_dir() and not overwrite:
+    if bank and parts_dir.is_dir():  # also with overwrite: finished classes of this config are still good
         for f in sorted(parts_dir.glob("class-*.safetensors")):
             vec, meta = load_tokens(f)
-            if meta.get("config_hash") == cfg.hash() and meta.get("class_index") in targets:
+            if (meta.get("config_hash") == cfg.hash() and meta.get("class_index") in targets
+                    and meta.get("world_fingerprint") == world_id):
                 done[meta["class_index"]] = {"vector": vec[placeholders[meta["class_index"]]], "meta": meta}
     todo = [t for t in targets if t not in done]
-    common = {"format": "dct-token/1", "model": res.model, "world": res.world, "classifier": res.classifier,
+    common = {"format": "dct-token/1", "model": res.model, "world": res.world, "world_fingerprint": world_id,
+              "classifier": res.classifier,
               "templates": list(res.templates), "eval_template": res.eval_template, "config": cfg.to_dict(),
               "config_hash": cfg.hash(), "environment": environment()}
     def class_meta(result) -> dict:

@@ -91,3 +91,31 @@ def test_bad_setting_is_rejected_before_work(tmp_path, tiny_sd_dir, tiny_timm_di
     with pytest.raises(ConfigError, match="guidanse"):
         run_grid(spec, console=Console(file=io.StringIO()), show_progress=False)
     assert not (tmp_path / "s" / "cells").exists() or not any((tmp_path / "s" / "cells").iterdir())
+
+
+def test_a_rebuilt_world_is_a_new_cell_not_a_done_one(tmp_path, monkeypatch):
+    """Cells on the embedded world carry its fingerprint: resuming a grid after `dct world build` must not
+    skip cells that were measured on the old world's models."""
+    import shutil
+
+    from bench.cells_dct import validate
+    from dct.config import config_hash
+    from dct.world.paths import committed_world_dir, world_fingerprint
+
+    settings = {"classes": [7], "eval_seeds": 4, "fid": False}
+    before = validate(dict(settings))
+    assert before["world"] == world_fingerprint() and before["world"].startswith("tiny@")
+    assert validate(dict(before)) == before  # a stored config validates to itself
+
+    copy = tmp_path / "world"
+    shutil.copytree(committed_world_dir(), copy)
+    monkeypatch.setenv("DCT_WORLD", str(copy))
+    assert validate(dict(settings)) == before  # the same files: the same cell
+    (copy / "world.json").write_text((copy / "world.json").read_text() + "\n")  # check results are not models
+    assert validate(dict(settings))["world"] == before["world"]
+    sched = copy / "sd" / "scheduler" / "scheduler_config.json"
+    sched.write_text(sched.read_text().replace("}", ', "dct_test_edit": 1}', 1))
+    after = validate(dict(settings))
+    assert after["world"] != before["world"] and config_hash(after) != config_hash(before)
+    with pytest.raises(ConfigError, match="another tiny world"):
+        validate(dict(before))
