@@ -301,5 +301,5 @@ def _eval(*, token, cls, classifier, model, seeds, fid, reference, reference_dom
                           trust_weights=trust_weights,
                           scheduler=scheduler, steps=steps, guidance=guidance, batch_size=batch_size,
                           n_boot=n_boot, images_out=images_out, progress=progress)
-    result.update(model=res.model, token=str(token) if token else None, reference=ref_desc)
+    result.update(model=res.model, token_file=str(token) if token else None, reference=ref_desc)
     return result

@@ -76,3 +76,17 @@ def test_bad_input_fails_fast_and_clearly(tiny_sd_dir, tiny_timm_dir, tmp_path, 
     assert r.exit_code == 2
     assert message in r.output and "error" in r.output
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_train_then_eval_prints_the_token_against_plain(tiny_sd_dir, tiny_timm_dir, tmp_path):
+    """The path a user takes: `dct train` then `dct eval --token` (tables, and JSON keeping both reports)."""
+    token = tmp_path / "t.safetensors"
+    model = ["--model", tiny_sd_dir, "--classifier", f"timm:{tiny_timm_dir}"]
+    assert dct("train", "--class", "2", *model, *FAST, "--out", token).exit_code == 0
+    args = ["eval", "--token", token, "--classifier", f"timm:{tiny_timm_dir}", "--seeds", "0-2", "--no-fid",
+            "--steps", "2", "--n-boot", "50"]
+    r = dct(*args)
+    assert r.exit_code == 0, r.output
+    assert "token - plain (paired)" in r.output
+    out = json.loads(dct(*args, "--json").stdout)
+    assert out["token"]["n_images"] == out["plain"]["n_images"] == 3 and out["token_file"] == str(token)
