@@ -5,8 +5,8 @@
 Only the token vectors are parameters. Each epoch renders `images_per_update` images per class from the
 training templates (in rollouts of `rollout_batch` images per class, gradients accumulated), then takes
 one optimiser step. Per class, the epoch's summed loss picks the best token (the reference keeps the
-lowest), and the epoch's accuracy under the guiding classifier drives early stopping (strictly above
-`stop_accuracy`), with `patience` epochs without a lower loss as the other stopping rule.
+lowest), and the epoch's accuracy under the guiding classifier drives early stopping (its mean over the
+last `stop_window` epochs strictly above `stop_accuracy`), with `patience` epochs without a lower loss as the other stopping rule.
 
 Several classes train in the same rollouts, each sample spliced with its own class's token. Starting
 latents depend only on (seed, epoch) and template choices only on (seed, class), and Adam works element
@@ -301,7 +301,8 @@ def _end_epoch(st: _ClassState, cfg: TrainConfig, epoch: int, loss_sum: float, a
     if status == "zero" and [r["grad_status"] for r in result.history[-5:]] == ["zero"] * 5:
         raise TrainingError(f"the token gradient of class {result.target} stayed exactly zero for 5 epochs even "
                             f"with loss scale {scale:g}: nothing reaches the token (check depth and the classifier)")
-    if accuracy > cfg.stop_accuracy:
+    recent = [r["accuracy"] for r in result.history[-cfg.stop_window:]]
+    if len(recent) == cfg.stop_window and sum(recent) / len(recent) > cfg.stop_accuracy:
         st.active, result.stop_reason, result.images_to_threshold = False, "threshold", result.n_images
     elif st.since_best > cfg.patience:
         st.active, result.stop_reason = False, "patience"

@@ -105,9 +105,12 @@ def test_early_stop_on_threshold(parts):
             logits[:, 2] += 5.0
             return logits
 
-    cfg = quick(max_epochs=5, stop_accuracy=0.7)
+    cfg = quick(max_epochs=5, stop_accuracy=0.7, stop_window=1)
     result = train_token(parts, Always(), 2, "two", cfg, templates=TEMPLATES, progress=False)
     assert result.stop_reason == "threshold" and result.images_to_threshold == 2
+    # stop_window: the mean over the last 3 epochs must pass, so a perfect classifier stops after 3
+    result = train_token(parts, Always(), 2, "two", cfg.replace(stop_window=3), templates=TEMPLATES, progress=False)
+    assert result.stop_reason == "threshold" and result.images_to_threshold == 6 and len(result.history) == 3
 
 
 def test_classes_trained_together_match_classes_trained_alone(parts, classifier):
