@@ -13,6 +13,9 @@ done
 # resumes per class; classes trained with another config or another build of the world are retrained
 dct train --classes all --out tokens/bank-all.safetensors --overwrite
 OMP_NUM_THREADS=1 dct bench augment --store "$R/augment"
+# the 30-trial search of ablations/search.toml (about 30 minutes; resumable), its store and figures
+# under results/reference/search/dct-search (its Optuna figures there; left out of the report for size)
+OMP_NUM_THREADS=1 dct search --space ablations/search.toml --results "$R" --device cpu
 for name in world-target depth classifier transfer augment; do
   [ -d "$R/$name/cells" ] && dct figures --results "$R/$name"
 done
