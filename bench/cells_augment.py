@@ -89,7 +89,7 @@ DEFAULTS = dict(
 # lr: the recipe's 2e-3 is tuned for thousands of images; 5e-3 did better for k=5 at 200 steps on a
 # validation draw from the TRAINING scans (2 seeds: 0.26/0.18 -> 0.29/0.23), never on the held-out split.
 KEYS = set(DEFAULTS)
-DERIVED = ("token_bank_sha256", "world")  # filled in by validate, never set by a spec
+DERIVED = ("token_bank_sha256",)  # recomputed by validate from the bank file, never set by a spec
 GENERATION_KEYS = ("gen_seed", "token_bank", "model", "template", "scheduler", "gen_steps", "guidance", "gen_batch")
 
 
@@ -135,6 +135,7 @@ def validate(config: dict) -> dict:
     from dct.pipeline import SCHEDULERS
 
     config = {k: v for k, v in config.items() if k not in DERIVED}  # a stored config validates again
+    stated_world = config.pop("world", None)  # ... and must name the world it was made on
     unknown = sorted(set(config) - KEYS)
     if unknown:
         raise ConfigError(f"unknown setting(s) {unknown} for an augment cell; accepted: {sorted(KEYS)}")
@@ -206,9 +207,9 @@ def validate(config: dict) -> dict:
             raise ConfigError(f"source={c['source']!r} renders with the tiny world, which is missing at "
                               f"{default_pipeline_dir()}: build it with `dct world build` (or set $DCT_WORLD), "
                               "or give model")
-        from dct.world.paths import world_fingerprint
+        from dct.world.paths import world_identity
 
-        c["world"] = world_fingerprint()  # a rebuilt world is a new cell, not a done one
+        c["world"] = world_identity(stated_world)  # a rebuilt world is a new cell, not a done one
     if c["source"] == "dct":
         # The bank's content is part of the cell's identity: a retrained bank is a new cell, not a done one.
         c["token_bank_sha256"] = file_sha256(bank)

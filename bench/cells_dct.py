@@ -21,7 +21,7 @@ Evaluation settings:
     fid               compute FID/KID (default true; needs held-out reference images)
     fid_reference     a folder of reference images (default: the world's held-out real images of
                       the evaluated classes, in the domain of the templates)
-A cell on the embedded world also carries `world` (dct.world.paths.world_fingerprint), filled in here.
+A cell on the embedded world also carries `world` (dct.world.paths.world_identity), filled in here.
 """
 
 from __future__ import annotations
@@ -78,12 +78,9 @@ def validate(config: dict) -> dict:
     out["classes"] = list(classes) if classes is not None else None
     out["eval_classifiers"] = list(values["eval_classifiers"])
     if train.model is None:  # the embedded world: its identity is part of the cell's (see world_fingerprint)
-        from dct.world.paths import world_fingerprint
+        from dct.world.paths import world_identity
 
-        out["world"] = world_fingerprint()
-        if stated_world is not None and stated_world != out["world"]:
-            raise ConfigError(f"world={stated_world!r}: this cell was set up for another tiny world; the default "
-                              f"world is now {out['world']!r} (DCT_WORLD or the committed one)")
+        out["world"] = world_identity(stated_world)
     return out
 
 

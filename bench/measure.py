@@ -26,20 +26,6 @@ from dct.errors import ConfigError
 # --- CPU resident memory -----------------------------------------------------------------------------
 
 
-def peak_rss_bytes() -> int:
-    """This process's high-water resident set size since it started (or since reset_peak_rss)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    # Not Linux: ru_maxrss is in kilobytes on Linux, bytes on macOS.
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss if sys.platform == "darwin" else rss * 1024
-
-
 def _status_kb(*keys: str) -> dict[str, int]:
     found = {}
     try:
@@ -53,11 +39,21 @@ def _status_kb(*keys: str) -> dict[str, int]:
     return found
 
 
+def peak_rss_bytes() -> int:
+    """This process's high-water resident set size since it started (or since reset_peak_rss)."""
+    hwm = _status_kb("VmHWM").get("VmHWM")
+    if hwm is not None:
+        return hwm * 1024
+    # Not Linux: ru_maxrss is in kilobytes on Linux, bytes on macOS.
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
+
+
 def reset_peak_rss() -> bool:
     """Reset VmHWM to the current RSS (Linux >= 4.0); False where the kernel does not allow it.
 
-    Checked after the write: some sandboxed kernels (gVisor, some container runtimes) accept the write to
-    clear_refs and do nothing, which would silently turn every phase peak into the process peak."""
+    Checked after the write: a kernel that accepted the write and kept the old mark would silently turn
+    every phase peak into the process peak."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")

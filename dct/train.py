@@ -6,7 +6,8 @@ Only the token vectors are parameters. Each epoch renders `images_per_update` im
 training templates (in rollouts of `rollout_batch` images per class, gradients accumulated), then takes
 one optimiser step. Per class, the epoch's summed loss picks the best token (the reference keeps the
 lowest), and the epoch's accuracy under the guiding classifier drives early stopping (its mean over the
-last `stop_window` epochs strictly above `stop_accuracy`), with `patience` epochs without a lower loss as the other stopping rule.
+last `stop_window` epochs strictly above `stop_accuracy`), with `patience` epochs without a lower loss as
+the other stopping rule.
 
 Several classes train in the same rollouts, each sample spliced with its own class's token. Starting
 latents depend only on (seed, epoch) and template choices only on (seed, class), and Adam works element

@@ -70,12 +70,12 @@ def load_manifest(world: str | Path | None = None) -> dict:
 
 
 @lru_cache(maxsize=8)
-def _fingerprint(folder: str, stamp: tuple) -> str:
+def _fingerprint(root: Path, stamp: tuple) -> str:
+    """Hash of the files named in `stamp` ((path, size, mtime) sorted by path); cached while none changes."""
     digest = hashlib.sha256()
-    root = Path(folder)
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "world.json"):
-        digest.update(str(path.relative_to(root)).encode() + b"\0")
-        digest.update(path.read_bytes())
+    for path, _, _ in stamp:
+        digest.update(str(Path(path).relative_to(root)).encode() + b"\0")
+        digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -83,10 +83,17 @@ def world_fingerprint(world: str | Path | None = None) -> str:
     """'<name>@<12 hex>': a hash of every model and tokenizer file of the world (not world.json, whose
     check section changes without the models changing). Bench cells on the default world carry it in
     their config, so a rebuilt world never resumes a grid from cells measured on the old one."""
-    root = Path(world or default_world_dir())
-    if not manifest_path(root).is_file():
-        raise ModelNotFoundError(f"no tiny world at {root}: world.json is missing")
+    root = Path(world or default_world_dir()).resolve()
+    name = load_manifest(root).get("name", "world")
     files = [p for p in root.rglob("*") if p.is_file() and p.name != "world.json"]
     stamp = tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
-    name = json.loads(manifest_path(root).read_text()).get("name", "world")
-    return f"{name}@{_fingerprint(str(root.resolve()), stamp)}"
+    return f"{name}@{_fingerprint(root, stamp)}"
+
+
+def world_identity(stated: str | None = None) -> str:
+    """The default world's fingerprint, for a cell's config; `stated` (from a stored config) must match it."""
+    current = world_fingerprint()
+    if stated is not None and stated != current:
+        raise ConfigError(f"world={stated!r}: this cell was set up for another tiny world; the default world is "
+                          f"now {current!r} (DCT_WORLD or the committed one)")
+    return current

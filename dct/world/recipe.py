@@ -420,7 +420,7 @@ def train_diffusion(cfg: RecipeConfig, text_encoder, unet, tokenizer, latents_me
     text_encoder.train(), unet.train()
     losses: list[float] = []
     n = len(latents_mean)
-    pools = [torch.nonzero(domains == i).flatten() for i in range(len(D.DOMAINS))]
+    pools = [torch.nonzero(domains == i).flatten() for i in range(len(D.DOMAINS))]  # handwritten, printed
     t0 = time.time()
     with _bar(cfg.steps, "diffusion", progress) as bar:
         for step in range(cfg.steps):
@@ -428,9 +428,8 @@ def train_diffusion(cfg: RecipeConfig, text_encoder, unet, tokenizer, latents_me
                 idx = torch.randint(n, (cfg.batch,), generator=gen)
             else:
                 hand = torch.rand(cfg.batch, generator=gen) < cfg.handwritten_share
-                pick = torch.rand(cfg.batch, generator=gen)
-                idx = torch.where(hand, pools[0][(pick * len(pools[0])).long().clamp_max(len(pools[0]) - 1)],
-                                  pools[1][(pick * len(pools[1])).long().clamp_max(len(pools[1]) - 1)])
+                pick = torch.rand(cfg.batch, generator=gen)  # one uniform draw, mapped into either pool
+                idx = torch.where(hand, *(pool[(pick * len(pool)).long().clamp_max(len(pool) - 1)] for pool in pools))
             z0 = latents_mean[idx] + latents_std[idx] * torch.randn(latents_mean[idx].shape, generator=gen)
             noise = torch.randn(z0.shape, generator=gen)
             t = torch.randint(0, len(alphas), (cfg.batch,), generator=gen)

@@ -70,13 +70,14 @@ def test_meter_phase_on_cpu():
     # In a fresh process, as every cell runs (bench.worker): a long test session's heap can hold freed
     # pages that a new tensor reuses without raising the resident set.
     import json
+    import os
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", METER_PROBE], capture_output=True, text=True, cwd=root,
-                         env={**__import__("os").environ, "PYTHONPATH": str(root)}, timeout=120)
+                         env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
     peaks, phases = r["peaks"], r["phase_peaks"]
