@@ -14,7 +14,9 @@ Evaluation settings:
     classes           class indices or names (default: all classes of the world)
     judge             classifier spec of the judge (default: the world's judge)
     eval_classifiers  extra classifier specs scored on the same images (default: none)
-    eval_seeds        images per class and prompt (default 32), seeds from EVAL_SEED_BASE on
+    eval_seeds        images per class and prompt (default 32), seeds from `eval_seed_base` on
+    eval_seed_base    first evaluation seed (default EVAL_SEED_BASE = 10,000); a range that meets the
+                      training latents' seeds (TrainConfig.latent_seeds) is refused
     eval_scheduler, eval_steps, eval_guidance   sampling for evaluation (default: the world's protocol,
                       DDIM 20 steps guidance 5; the reference code evaluates with PNDM 50 / 7.5)
     eval_precision    UNet/VAE dtype for evaluation (default fp32)
@@ -38,7 +40,8 @@ from .columns import eval_key
 from .registry import CellOutput, register_cell
 
 EVAL_SEED_BASE = 10_000  # training draws latents from seeds < EVAL_SEED_BASE: evaluation seeds are unseen
-EVAL_DEFAULTS = dict(classes=None, judge=None, eval_classifiers=(), eval_seeds=32, eval_scheduler="ddim",
+EVAL_DEFAULTS = dict(classes=None, judge=None, eval_classifiers=(), eval_seeds=32, eval_seed_base=EVAL_SEED_BASE,
+                     eval_scheduler="ddim",
                      eval_steps=20, eval_guidance=5.0, eval_precision="fp32", fid=True, fid_reference=None)
 KEYS = set(FIELDS) | set(EVAL_DEFAULTS) | {"world"}
 
@@ -66,6 +69,14 @@ def validate(config: dict) -> dict:
                 split_spec(member, list(CLASSIFIER_FAMILIES))
     if not isinstance(values["eval_seeds"], int) or values["eval_seeds"] < 2:
         raise ConfigError(f"eval_seeds={values['eval_seeds']!r} is not accepted: an integer >= 2")
+    base = values["eval_seed_base"]
+    if not isinstance(base, int) or isinstance(base, bool) or base < 0:
+        raise ConfigError(f"eval_seed_base={base!r} is not accepted: an integer >= 0")
+    seen = sorted(set(train.latent_seeds()) & set(range(base, base + values["eval_seeds"])))
+    if seen:
+        raise ConfigError(f"eval_seed_base={base} with eval_seeds={values['eval_seeds']} would judge seeds "
+                          f"{seen[:5]}{'...' if len(seen) > 5 else ''} that training drew its latents from; "
+                          f"start the evaluation seeds above {max(train.latent_seeds())}")
     classes = values["classes"]
     if classes is not None and (not isinstance(classes, (list, tuple)) or not classes):
         raise ConfigError(f"classes={classes!r} is not accepted: a non-empty list of class indices or names")
@@ -86,14 +97,14 @@ def validate(config: dict) -> dict:
 
 def run(config: dict, ctx) -> CellOutput:
     from dct.classifiers import load_classifier, resolve_class
-    from dct.jobs import prompt_name, resolve_defaults
+    from dct.jobs import load_guide, prompt_name, resolve_defaults
     from dct.pipeline import load_parts
     from dct.token import ClassTokens, save_tokens
     from dct.train import precision_dtype, train_token
 
     cfg = from_dict({k: v for k, v in config.items() if k in FIELDS})
     res = resolve_defaults(cfg)
-    guide = load_classifier(res.classifier, device=ctx.device)
+    guide = load_guide(res.classifier, cfg.classifier_preprocessing, device=ctx.device)
     judge_spec = config["judge"] or res.judge
     judge = load_classifier(judge_spec, device=ctx.device)
     extra = {spec: load_classifier(spec, device=ctx.device) for spec in config["eval_classifiers"]}
@@ -109,7 +120,7 @@ def run(config: dict, ctx) -> CellOutput:
 
         with ctx.phase("train"):
             tokens = ClassTokens(parts.tokenizer, parts.text_encoder, [cfg.placeholder], cfg.init_word)
-            result = train_token(parts, guide, c, prompt_name(names, c), cfg, templates=res.templates,
+            result = train_token(parts, guide, c, prompt_name(names, c, cfg.class_name_rule), cfg, templates=res.templates,
                                  tokens=tokens, on_epoch=on_epoch, timed_step=ctx.step, progress=False)
             tokens.remove()
         save_tokens(ctx.out_dir / f"class-{c}.safetensors", {cfg.placeholder: result.vector},
@@ -155,11 +166,12 @@ def evaluate(parts, cfg, config, res, classes, names, vectors, judge, extra, ctx
     parts.vae.to(dtype=dtype)
     placeholders = [f"{cfg.placeholder}{c}" for c in classes]  # one distinct token per class at evaluation
     bank = ClassTokens(parts.tokenizer, parts.text_encoder, placeholders, init_vectors=torch.stack(vectors))
-    seeds = list(range(EVAL_SEED_BASE, EVAL_SEED_BASE + config["eval_seeds"]))
+    base = config.get("eval_seed_base", EVAL_SEED_BASE)
+    seeds = list(range(base, base + config["eval_seeds"]))
     sampling = dict(scheduler=config["eval_scheduler"], steps=config["eval_steps"],
                     guidance=config["eval_guidance"], progress=False)
-    token_prompts = {c: res.eval_template.format(f"{ph} {prompt_name(names, c)}") for c, ph in zip(classes, placeholders)}
-    plain_prompts = {c: res.eval_template.format(prompt_name(names, c)) for c in classes}
+    token_prompts = {c: res.eval_template.format(f"{ph} {prompt_name(names, c, cfg.class_name_rule)}") for c, ph in zip(classes, placeholders)}
+    plain_prompts = {c: res.eval_template.format(prompt_name(names, c, cfg.class_name_rule)) for c in classes}
     token_rep, token_imgs = evaluate_prompts(parts, judge, token_prompts, seeds, return_images=True, **sampling)
     plain_rep, plain_imgs = evaluate_prompts(parts, judge, plain_prompts, seeds, return_images=True, **sampling)
     bank.remove()
@@ -180,7 +192,7 @@ def evaluate(parts, cfg, config, res, classes, names, vectors, judge, extra, ctx
         out.update(_flat(f"plain_acc[{key}]", rep, top5=False))
     if config["fid"]:
         out.update(fid_metrics(token_imgs, plain_imgs, classes, config, res, judge))
-    save_examples(ctx.out_dir, token_imgs, plain_imgs, classes, len(seeds))
+    save_examples(ctx.out_dir, token_imgs, plain_imgs, classes, seeds)
     return out
 
 
@@ -220,13 +232,14 @@ def world_reference(classes, res):
     return images[keep]
 
 
-def save_examples(folder, token_imgs, plain_imgs, classes, per_class: int, n: int = 8) -> None:
+def save_examples(folder, token_imgs, plain_imgs, classes, seeds: list[int], n: int = 8) -> None:
     """A few token and plain images per class (same seeds) for the figures' image grids."""
     from dct.generate import save_images
 
+    per_class = len(seeds)
     pairs = [(i, j) for i in range(len(classes)) for j in range(min(n, per_class))]
     idx = [i * per_class + j for i, j in pairs]
-    names = [f"class{classes[i]}-seed{EVAL_SEED_BASE + j}" for i, j in pairs]
+    names = [f"class{classes[i]}-seed{seeds[j]}" for i, j in pairs]
     save_images(token_imgs[idx], folder / "examples" / "token", names)
     save_images(plain_imgs[idx], folder / "examples" / "plain", names)
 

@@ -4,9 +4,9 @@ A step is what `dct.train.train_token` does per epoch: zero the token's gradient
 latents, render `images_per_update` images in rollouts of `batch` images through `dct.train.dct_loss`
 (encode prompt with the token -> rollout with gradient through the last `depth` UNet calls -> VAE decode
 -> classifier -> cross-entropy), backward each (loss-scaled for fp16, divided by the accumulation count),
-unscale and check the gradient with `dct.train.LossScaler`, and step the optimiser on the token only.
-The loop body below mirrors train_token's; tests/bench/test_cells_step.py checks that both give the same
-gradient. There is no second rollout: everything goes through `dct_loss`.
+unscale and check the gradient with torch's GradScaler, and step the optimiser on the token only.
+It is `dct.train.TokenOptimiser.step`, the very step training takes; tests/bench/test_cells_step.py checks
+that both give the same gradient. There is no second rollout: everything goes through `dct_loss`.
 
 Settings (defaults in DEFAULTS; `preset = "reference"` starts from the authors' code's settings):
     arch             tiny | sd15 | sd21base (dct.archs: full size with random weights)
@@ -297,9 +297,8 @@ class TokenStep:
     """
 
     def __init__(self, setup: Setup, config: dict, device=None):
-        from dct.pipeline import make_scheduler
         from dct.token import ClassTokens
-        from dct.train import LossScaler, _make_optimizer, prepare_parts
+        from dct.train import TokenOptimiser, prepare_parts
 
         self.cfg = cfg = train_config(config)
         self.setup = setup
@@ -308,41 +307,34 @@ class TokenStep:
         torch.manual_seed(cfg.seed)
         prepare_parts(parts, cfg)
         self.tokens = ClassTokens(parts.tokenizer, parts.text_encoder, [cfg.placeholder], cfg.init_word)
-        self.optimizer = _make_optimizer(cfg, [self.tokens.vectors])
-        self.scaler = LossScaler(cfg.precision == "fp16")
-        self.scheduler = make_scheduler(cfg.scheduler, parts.scheduler)
-        self.rng = random.Random(cfg.seed)
+        self.engine = TokenOptimiser(parts, setup.classifier, cfg, self.tokens)
+        self.rng = random.Random(cfg.seed * 1_000_003 + setup.target)  # as train_tokens seeds a class's templates
         self.subject = f"{cfg.placeholder} {setup.class_name}"
-        self.labels = torch.full((cfg.rollout_batch,), setup.target, device=parts.device)
-        self.uncond_cache: dict[int, torch.Tensor] = {}
+
+    @property
+    def scaler(self):
+        return self.engine.scaler
 
     def step(self, epoch: int = 0) -> dict:
-        from dct.train import dct_loss, epoch_latents
+        from dct.train import epoch_latents, epoch_prompts
 
-        cfg, parts, mem = self.cfg, self.setup.parts, self.mem
-        self.optimizer.zero_grad(set_to_none=True)
-        latents = epoch_latents(parts, cfg, epoch)
-        step_loss = fwd = bwd = 0.0
-        for micro in range(cfg.grad_accum):
-            prompts = [self.rng.choice(self.setup.templates).format(self.subject) for _ in range(cfg.rollout_batch)]
-            batch = latents[micro * cfg.rollout_batch:(micro + 1) * cfg.rollout_batch]
-            t0 = time.perf_counter()
-            loss, logits, out = dct_loss(parts, self.tokens, self.setup.classifier, self.scheduler, cfg, prompts,
-                                         batch, self.labels, self.uncond_cache)
+        cfg, mem = self.cfg, self.mem
+        times = {"forward": 0.0, "backward": 0.0}
+        last = [time.perf_counter()]
+
+        def clock(phase: str) -> None:
             mem.sync()
-            t1 = time.perf_counter()
-            (loss * self.scaler.scale / cfg.grad_accum).backward()
-            step_loss += loss.item() * cfg.rollout_batch  # syncs, as training's does
-            bwd += time.perf_counter() - t1
-            fwd += t1 - t0
-        grad = self.tokens.vectors.grad
-        scale_used = self.scaler.scale
-        status = self.scaler.unscale_and_check(grad)
-        grad_norm = float(grad.float().norm()) if status != "nonfinite" else math.nan
-        if status == "ok":
-            self.optimizer.step()
-        return dict(epoch=epoch, loss=step_loss / cfg.images_per_update, grad_norm=grad_norm, grad_status=status,
-                    loss_scale=scale_used, fwd_s=fwd, bwd_s=bwd, unet_calls=out.n_calls, grad_calls=out.n_grad_calls)
+            now = time.perf_counter()
+            times[phase] += now - last[0]
+            last[0] = now
+
+        latents = epoch_latents(self.setup.parts, cfg, epoch)
+        prompts = [epoch_prompts(self.rng, self.setup.templates, self.subject, cfg)]
+        out = self.engine.step(latents, prompts, [0], [self.setup.target], clock=clock, epoch=epoch)
+        grad_norm = float(out.grad[0].float().norm()) if out.status != "nonfinite" else math.nan
+        return dict(epoch=epoch, loss=float(out.losses[0]) / cfg.images_per_update, grad_norm=grad_norm,
+                    grad_status=out.status, loss_scale=out.scale, fwd_s=times["forward"], bwd_s=times["backward"],
+                    unet_calls=out.n_calls, grad_calls=out.n_grad_calls)
 
     def close(self) -> None:
         self.tokens.remove()
@@ -400,7 +392,7 @@ def measure(setup: Setup, config: dict, ctx) -> CellOutput:
                                                                       if math.isfinite(r["grad_norm"])]) else None,
         "zero_grad_steps": sum(r["grad_status"] == "zero" for r in rows),
         "nonfinite_grad_steps": sum(r["grad_status"] == "nonfinite" for r in rows),
-        "loss_scale_final": runner.scaler.scale,
+        "loss_scale_final": float(runner.scaler.get_scale()) if runner.scaler.is_enabled() else 1.0,
         **{f"{k}_params": v for k, v in n_params.items()},
         "classifier_spec": getattr(classifier, "spec", config["classifier"]),
         "source": parts.source,

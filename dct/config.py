@@ -7,7 +7,27 @@ deliberately differs from that code is a named field here, so a run's JSON says 
   embedding output, so no other row can drift. The reference trains the whole table with AdamW, whose
   weight decay shrinks every row (the textual-inversion drift bug). There is no setting that copies
   the bug; we record that we do not.
-- `clip_grad_norm`: None in `paper`: the reference calls clipping before backward, which clips nothing.
+- `clip_mode`: "reference" in `paper`: the reference calls `clip_grad_norm_(embeddings, 1)` BEFORE each
+  micro-batch's backward, on the gradient accumulated so far, still multiplied by the fp16 loss scale
+  (2^16). From the second micro-batch on, the earlier images' gradient is shrunk to norm 1 in scaled
+  units (about 1.5e-5 unscaled), so each update is dominated by the epoch's LAST image. "none" in `fast`;
+  "standard" clips the unscaled, accumulated gradient once before the step (the usual meaning).
+  `clip_grad_norm` is the max norm (1.0, the reference's).
+- `template_order`: "cycle" in `paper`: the reference gives image i of an epoch template i % 3 (2:2:1 of
+  its three templates for 5 images), in a shuffled order. "random" in `fast`: each image draws a template.
+- `class_name_rule`: "reference" in both: the first comma-separated synonym, lower-cased, "_" -> " "
+  (CUB / iNat labels are written with underscores).
+- `keep`: "post_update" in `paper`: the reference saves the embedding right AFTER the optimiser step of
+  the best-loss epoch. "pre_update" in `fast`: the vector that produced the best loss.
+- `classifier_preprocessing`: "reference" in `paper`: the reference's own transform (utils.py 37-49):
+  ImageNet ViT: bicubic resize of the short side to 256 without antialias, centre crop 224, mean = std =
+  0.5; the MAE heads (hf-vitmae:): bicubic 224, ImageNet mean/std; other classifiers get the ViT rule
+  scaled to their input size (8/7 of it, then a crop to it). "model" in `fast`: the classifier's own
+  processor or pretrained config (for the HF ViT a squashed 224 x 224 bilinear antialiased resize).
+- `loss_scale_growth_interval`: torch's GradScaler (as Accelerate's, init 2^16, halve and skip on
+  inf/NaN, double after this many good steps: 2000, torch's default, in both presets). `zero_grad_policy`
+  "step" (torch's: a finite zero gradient is a normal step) or "rescale" (double the scale and skip the
+  step, treating an exactly zero fp16 gradient as underflow).
 - `bump_seed_on_spike`: not implemented (the reference bumps the seed on a loss spike, which breaks
   reproducibility); recorded as False.
 - `train_padding`: "longest" in `paper` (the reference trains on unpadded prompts and evaluates on
@@ -37,6 +57,11 @@ PAPER_TEMPLATES = ("A photo of {}", "a high resolution realistic image of {}", "
 PAPER_EVAL_TEMPLATE = "A photo of {}"
 PRECISIONS = ("fp32", "bf16", "fp16", "fp16-noscale")
 OPTIMIZERS = ("adamw", "adam", "sgd")
+CLIP_MODES = ("none", "reference", "standard")
+ZERO_GRAD_POLICIES = ("step", "rescale")
+TEMPLATE_ORDERS = ("random", "cycle")
+CLASS_NAME_RULES = ("reference", "first_synonym")
+KEEP_RULES = ("pre_update", "post_update")
 
 
 @dataclass
@@ -63,7 +88,10 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.01
     eps: float = 1e-8
-    clip_grad_norm: float | None = None
+    clip_mode: str = "none"  # none | reference | standard (see module docstring)
+    clip_grad_norm: float = 1.0
+    loss_scale_growth_interval: int = 2000  # torch.amp.GradScaler's default, as Accelerate uses it
+    zero_grad_policy: str = "step"
     images_per_update: int = 5
     rollout_batch: int = 1  # images per rollout; images_per_update must be a multiple of it
     # stopping
@@ -74,6 +102,10 @@ class TrainConfig:
     # randomness
     seed: int = 35
     reseed_each_epoch: bool = True  # the reference re-seeds every epoch: the same latents recur
+    template_order: str = "random"  # random | cycle (the reference: image i gets template i % n, shuffled)
+    class_name_rule: str = "reference"  # reference (first synonym, lower-case, "_" -> " ") | first_synonym
+    keep: str = "pre_update"  # pre_update | post_update (the reference: right after the best epoch's step)
+    classifier_preprocessing: str = "model"  # model | reference | reference-inet | reference-mae
     # named deviations from the reference code (see module docstring)
     token_mode: str = "spliced"
     bump_seed_on_spike: bool = False
@@ -102,7 +134,20 @@ class TrainConfig:
             calls = self.steps + (1 if self.scheduler == "pndm" else 0)  # PNDM repeats one timestep
             check(self.depth <= calls, "depth", f"at most {calls}: {self.scheduler} with steps={self.steps} makes "
                                                 f"{calls} UNet calls (or 'full')")
-        check(self.lr > 0 and math.isfinite(self.lr), "lr", "a positive number")
+        check(isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr), "lr", "a positive number")
+        check(self.clip_mode in CLIP_MODES, "clip_mode", f"use one of {CLIP_MODES}")
+        check(isinstance(self.clip_grad_norm, (int, float)) and self.clip_grad_norm > 0
+              and math.isfinite(self.clip_grad_norm), "clip_grad_norm", "a positive number")
+        check(isinstance(self.loss_scale_growth_interval, int) and self.loss_scale_growth_interval >= 1,
+              "loss_scale_growth_interval", "an integer >= 1")
+        check(self.zero_grad_policy in ZERO_GRAD_POLICIES, "zero_grad_policy", f"use one of {ZERO_GRAD_POLICIES}")
+        check(self.template_order in TEMPLATE_ORDERS, "template_order", f"use one of {TEMPLATE_ORDERS}")
+        check(self.class_name_rule in CLASS_NAME_RULES, "class_name_rule", f"use one of {CLASS_NAME_RULES}")
+        check(self.keep in KEEP_RULES, "keep", f"use one of {KEEP_RULES}")
+        from .classifiers.preprocess import PREPROCESSING_MODES
+
+        check(self.classifier_preprocessing in PREPROCESSING_MODES, "classifier_preprocessing",
+              f"use one of {PREPROCESSING_MODES}")
         check(self.images_per_update >= 1, "images_per_update", "an integer >= 1")
         check(self.rollout_batch >= 1 and self.images_per_update % self.rollout_batch == 0, "rollout_batch",
               f"a divisor of images_per_update={self.images_per_update}")
@@ -113,6 +158,12 @@ class TrainConfig:
         check(self.bump_seed_on_spike is False, "bump_seed_on_spike", "only false (it breaks reproducibility)")
         check(self.templates is None or (len(self.templates) > 0 and all("{}" in t for t in self.templates)),
               "templates", "a non-empty list of strings each containing '{}'")
+
+    def latent_seeds(self) -> list[int]:
+        """The seeds whose generators drew this config's training latents (`dct.train.epoch_latents`).
+
+        An evaluation image from one of these seeds starts from a latent the token was trained on."""
+        return [self.seed] if self.reseed_each_epoch else [self.seed + e for e in range(self.max_epochs)]
 
     @property
     def grad_accum(self) -> int:
@@ -142,6 +193,8 @@ def from_dict(values: dict) -> TrainConfig:
     if unknown:
         raise ConfigError(f"unknown training option(s) {unknown}; accepted: {sorted(FIELDS)}")
     values = dict(values)
+    if "clip_grad_norm" in values and values["clip_grad_norm"] is None and "clip_mode" not in values:
+        values.pop("clip_grad_norm")  # a sidecar written before clip_mode existed: it did not clip
     for key in ("templates", "betas"):
         if isinstance(values.get(key), list):
             values[key] = tuple(values[key])
@@ -149,19 +202,27 @@ def from_dict(values: dict) -> TrainConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # The reference protocol (official-dct.md): PNDM 30 steps (31 UNet calls), guidance 7, last TWO UNet
-    # calls with gradient, fp16 UNet/VAE with a loss scaler, block checkpointing, AdamW 1.25e-3,
-    # 5 images per update from the 3 templates, stop above 0.7, patience 15, <= 50 epochs, seed 35.
+    # The reference protocol (official-dct.md, the authors' run.py): PNDM 30 steps (31 UNet calls), guidance
+    # 7, last TWO UNet calls with gradient, fp16 UNet/VAE with torch's GradScaler, block checkpointing, AdamW
+    # 1.25e-3, 5 images per update cycling the 3 templates 2:2:1, clipping before each backward, the
+    # post-update vector of the best epoch, the reference classifier transform, stop above 0.7, patience 15,
+    # <= 50 epochs, seed 35 re-seeded every epoch.
     "paper": dict(scheduler="pndm", steps=30, guidance=7.0, depth=2, checkpointing="block", precision="fp16",
                   train_padding="longest", optimizer="adamw", lr=1.25e-3, betas=(0.9, 0.999),
-                  weight_decay=0.01, eps=1e-8, clip_grad_norm=None, images_per_update=5, rollout_batch=1,
-                  max_epochs=50, stop_accuracy=0.7, stop_window=1, patience=15, seed=35, reseed_each_epoch=True),
+                  weight_decay=0.01, eps=1e-8, clip_mode="reference", clip_grad_norm=1.0,
+                  loss_scale_growth_interval=2000, zero_grad_policy="step", images_per_update=5, rollout_batch=1,
+                  max_epochs=50, stop_accuracy=0.7, stop_window=1, patience=15, seed=35, reseed_each_epoch=True,
+                  template_order="cycle", class_name_rule="reference", keep="post_update",
+                  classifier_preprocessing="reference"),
     # Our defaults: DDIM (deterministic, no repeated timestep), deeper backprop (class identity is decided
     # in early noisy steps), one batched rollout per update, fresh latents each epoch, Adam at a larger lr.
     "fast": dict(scheduler="ddim", steps=20, guidance=5.0, depth=4, checkpointing="none", precision="fp32",
                  train_padding="max_length", optimizer="adam", lr=5e-2, betas=(0.9, 0.999), weight_decay=0.0,
-                 eps=1e-8, clip_grad_norm=None, images_per_update=8, rollout_batch=8, max_epochs=40,
-                 stop_accuracy=0.9, stop_window=3, patience=15, seed=0, reseed_each_epoch=False),
+                 eps=1e-8, clip_mode="none", clip_grad_norm=1.0, loss_scale_growth_interval=2000,
+                 zero_grad_policy="step", images_per_update=8, rollout_batch=8, max_epochs=40,
+                 stop_accuracy=0.9, stop_window=3, patience=15, seed=0, reseed_each_epoch=False,
+                 template_order="random", class_name_rule="reference", keep="pre_update",
+                 classifier_preprocessing="model"),
 }
 
 
@@ -174,8 +235,17 @@ def load_preset(name_or_file: str, **overrides) -> TrainConfig:
         if not path.is_file():
             raise ConfigError(f"preset {name_or_file!r} is neither a named preset {sorted(PRESETS)} nor a file")
         text = path.read_text()
-        values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        try:
+            values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except (ValueError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"preset file {str(path)!r} is not valid {path.suffix.lstrip('.').upper() or 'TOML'}: "
+                              f"{e}") from None
         values = values.get("train", values)
+        base = values.pop("base", None)  # `base = "paper"`: start from a named preset, override some fields
+        if base is not None:
+            if base not in PRESETS:
+                raise ConfigError(f"base={base!r} in {str(path)!r} is not accepted: use one of {sorted(PRESETS)}")
+            values = {**PRESETS[base], **values}
         values.setdefault("preset", path.stem)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return from_dict(values)

@@ -72,9 +72,38 @@ def _need_classifier(spec: str | None) -> str:
     return spec
 
 
-def prompt_name(labels: list[str], index: int) -> str:
-    """The class name used in prompts: the first synonym of an ImageNet-style 'a, b, c' label."""
-    return labels[index].split(",")[0].strip()
+def prompt_name(labels: list[str], index: int, rule: str = "reference") -> str:
+    """The class name used in prompts, from an ImageNet-style 'a, b, c' label.
+
+    "reference" (the reference's run.py): the first comma-separated synonym, lower-cased, "_" -> " "
+    ("Black_footed_Albatross" -> "black footed albatross"); "first_synonym": the first synonym as written.
+    """
+    first = labels[index].split(",")[0]
+    if rule == "reference":
+        return " ".join(first.lower().split("_"))
+    if rule == "first_synonym":
+        return first.strip()
+    raise ConfigError(f"class name rule {rule!r} is not accepted: use 'reference' or 'first_synonym'")
+
+
+def load_guide(spec: str, preprocessing: str = "model", device="cpu"):
+    """The classifier that guides training, with the preprocessing a config's `classifier_preprocessing`
+    names (the reference protocol judges with the guide exactly as it trained)."""
+    from .classifiers import load_classifier
+    from .classifiers.preprocess import apply_preprocessing
+
+    return apply_preprocessing(load_classifier(spec, device=device), preprocessing)
+
+
+def check_unseen_seeds(cfg: TrainConfig, seeds: list[int], what: str = "evaluation") -> None:
+    """Refuse `seeds` that the training latents of `cfg` were drawn from (they would re-judge training
+    images: the generator of seed s draws the same first latent in training and in evaluation)."""
+    seen = sorted(set(cfg.latent_seeds()) & set(seeds))
+    if seen:
+        raise ConfigError(f"{what} seeds {seen[:6]}{'...' if len(seen) > 6 else ''} are seeds the token's "
+                          f"training latents were drawn from (seed {cfg.seed}, "
+                          f"{'re-seeded every epoch' if cfg.reseed_each_epoch else f'{cfg.max_epochs} epochs'}); "
+                          f"choose seeds above {max(cfg.latent_seeds())}, e.g. --seeds 10000-10031")
 
 
 def environment() -> dict:
@@ -114,7 +143,7 @@ def train_to_file(cfg: TrainConfig, classes: list[int | str] | str, out: str | P
     `<out>.classes/`, so an interrupted run resumes with only the unfinished classes (same config hash and,
     on the tiny world, the same build of it).
     """
-    from .classifiers import load_classifier, resolve_class
+    from .classifiers import resolve_class
     from .pipeline import load_parts
     from .token import load_tokens, save_tokens
     from .train import precision_dtype, train_tokens
@@ -125,7 +154,7 @@ def train_to_file(cfg: TrainConfig, classes: list[int | str] | str, out: str | P
     if out.exists() and not overwrite:
         raise ConfigError(f"output {str(out)!r} exists; pass --overwrite or choose another path")
     res = resolve_defaults(cfg)
-    classifier = load_classifier(_need_classifier(res.classifier), device=device)
+    classifier = load_guide(_need_classifier(res.classifier), cfg.classifier_preprocessing, device=device)
     names = res.class_names or classifier.labels
     wanted = range(len(names)) if classes == "all" else classes
     targets = list(dict.fromkeys(resolve_class(classifier, c) for c in wanted))
@@ -166,7 +195,7 @@ def train_to_file(cfg: TrainConfig, classes: list[int | str] | str, out: str | P
     results = []
     if todo:
         parts = load_parts(res.model, device=device, dtype=precision_dtype(cfg.precision))
-        results = train_tokens(parts, classifier, todo, [prompt_name(names, t) for t in todo], cfg,
+        results = train_tokens(parts, classifier, todo, [prompt_name(names, t, cfg.class_name_rule) for t in todo], cfg,
                                templates=res.templates, placeholders=[placeholders[t] for t in todo],
                                on_class_done=save_class, progress=progress)
     if not bank:

@@ -40,40 +40,30 @@ def precision_dtype(precision: str) -> torch.dtype:
     return parse_dtype(PRECISION_DTYPES[precision])
 
 
-class LossScaler:
-    """Dynamic loss scaling for fp16 (as torch.amp.GradScaler, for one small fp32 parameter).
+def make_grad_scaler(cfg: TrainConfig, device: torch.device) -> torch.amp.GradScaler:
+    """torch's dynamic loss scaler, as Accelerate builds it for the reference code (init 2^16, halve and
+    skip the step on inf/NaN, double after `loss_scale_growth_interval` good steps); off unless fp16."""
+    return torch.amp.GradScaler(device.type, init_scale=2.0**16, growth_interval=cfg.loss_scale_growth_interval,
+                                enabled=cfg.precision == "fp16")
 
-    A non-finite gradient halves the scale and skips the step; a gradient that is exactly zero doubles
-    it and skips, since in fp16 a zero token gradient almost always means underflow. Both are reported
-    in the epoch's row, never trained through silently.
-    """
 
-    def __init__(self, enabled: bool, init_scale: float = 2.0**16, growth_interval: int = 20):
-        self.enabled = enabled
-        self.scale = init_scale if enabled else 1.0
-        self.growth_interval = growth_interval
-        self._good_steps = 0
+def clip_rows_(grad: torch.Tensor | None, rows: list[int], max_norm: float) -> list[float]:
+    """`torch.nn.utils.clip_grad_norm_(max_norm)` applied to each class's row on its own (so a class in a
+    bank is clipped as it would be alone); returns each row's norm before clipping."""
+    if grad is None:
+        return [0.0] * len(rows)
+    g = grad[rows]
+    norms = torch.linalg.vector_norm(g, dim=-1)
+    grad[rows] = g * torch.clamp(max_norm / (norms + 1e-6), max=1.0)[:, None]  # torch's formula
+    return norms.tolist()
 
-    def unscale_and_check(self, grad: torch.Tensor, rows: list[int] | None = None) -> str:
-        """Unscale `grad` in place and classify the `rows` that must carry gradient (default: all)."""
-        grad.div_(self.scale)
-        grad = grad if rows is None else grad[rows]
-        if not torch.isfinite(grad).all():
-            status = "nonfinite"
-        elif (grad.abs().amax(-1) == 0).any():
-            status = "zero"
-        else:
-            status = "ok"
-        if self.enabled:
-            if status == "nonfinite":
-                self.scale /= 2
-            elif status == "zero":
-                self.scale *= 2
-            else:
-                self._good_steps += 1
-                if self._good_steps % self.growth_interval == 0:
-                    self.scale *= 2
-        return status
+
+def gradient_status(grad: torch.Tensor, rows: list[int]) -> str:
+    """"nonfinite", "zero" (some class's row is exactly zero: in fp16 usually underflow) or "ok"."""
+    g = grad[rows]
+    if not torch.isfinite(g).all():
+        return "nonfinite"
+    return "zero" if (g.abs().amax(-1) == 0).any() else "ok"
 
 
 @dataclass
@@ -158,6 +148,116 @@ def dct_loss(parts: Parts, tokens: ClassTokens, classifier, scheduler, cfg: Trai
     return F.cross_entropy(logits, labels, reduction=reduction), logits, out
 
 
+def epoch_prompts(rng: random.Random, templates: tuple[str, ...], subject: str, cfg: TrainConfig) -> list[str]:
+    """One class's prompts for the `images_per_update` images of an epoch, in rendering order.
+
+    "random": each image draws a template. "cycle" (the reference's PromptDataset with a shuffling
+    DataLoader): image i gets template i % len(templates), then the order is shuffled.
+    """
+    if cfg.template_order == "cycle":
+        chosen = [templates[i % len(templates)] for i in range(cfg.images_per_update)]
+        rng.shuffle(chosen)
+    else:
+        chosen = [rng.choice(templates) for _ in range(cfg.images_per_update)]
+    return [t.format(subject) for t in chosen]
+
+
+@dataclass
+class StepOutcome:
+    """What one optimisation step did, per row of the token vectors (absolute row indices)."""
+
+    losses: torch.Tensor  # (n_rows,) each row's summed image losses
+    correct: torch.Tensor  # (n_rows,) each row's images classified right by the guide
+    status: str  # ok | zero | nonfinite (of the unscaled gradient of the rows that trained)
+    scale: float  # the loss scale the backward passes used (1.0 without scaling)
+    stepped: bool  # whether the optimiser stepped
+    grad: torch.Tensor  # (n_rows, D) the unscaled gradient the optimiser was given
+    before: torch.Tensor  # (n_rows, D) the vectors that produced the losses
+    after: torch.Tensor  # (n_rows, D) the vectors after the step
+    clip_norms: dict[int, list[float]]  # row -> gradient norms seen by each clip (before clipping)
+    n_calls: int
+    n_grad_calls: int
+
+
+class TokenOptimiser:
+    """What lasts from step to step: the token vectors, the optimiser, the loss scaler, the scheduler.
+
+    `step` is one epoch's optimisation step, shared by training and by the benchmark of "one DCT step"
+    (bench/cells_step.py), so what is measured is what is trained.
+    """
+
+    def __init__(self, parts: Parts, classifier: torch.nn.Module, cfg: TrainConfig, tokens: ClassTokens):
+        self.parts, self.classifier, self.cfg, self.tokens = parts, classifier, cfg, tokens
+        self.optimizer = _make_optimizer(cfg, [tokens.vectors])
+        self.scaler = make_grad_scaler(cfg, parts.device)
+        self.scheduler = make_scheduler(cfg.scheduler, parts.scheduler)
+        self.uncond_cache: dict[int, torch.Tensor] = {}
+
+    def step(self, latents: torch.Tensor, prompts: list[list[str]], rows: list[int], targets: list[int],
+             frozen: list[int] = (), clock: Callable[[str], None] | None = None, epoch: int = 0) -> StepOutcome:
+        """Render the epoch's images for the classes `targets` (token rows `rows`, prompts[k] for class k,
+        `images_per_update` each, on the same `latents`), backpropagate, and step the optimiser.
+
+        Images go in rollouts of `rollout_batch` per class, their gradients accumulated (each image's
+        loss / images_per_update, times the loss scale). `frozen` rows are put back after the step.
+        `clock("forward")` / `clock("backward")` is called after each forward pass / backward pass.
+        """
+        cfg, parts, tokens = self.cfg, self.parts, self.tokens
+        rb, ipu = cfg.rollout_batch, cfg.images_per_update
+        self.optimizer.zero_grad(set_to_none=True)
+        before = tokens.vectors.detach().clone()
+        n = tokens.vectors.shape[0]
+        losses, correct = torch.zeros(n), torch.zeros(n)
+        clip_norms: dict[int, list[float]] = {r: [] for r in rows}
+        scale = float(self.scaler.get_scale()) if self.scaler.is_enabled() else 1.0
+        sample_rows = torch.tensor(rows).repeat_interleave(rb)
+        labels = torch.tensor(targets, device=parts.device).repeat_interleave(rb)
+        for micro in range(cfg.grad_accum):
+            batch = latents[micro * rb:(micro + 1) * rb].repeat(len(rows), 1, 1, 1)
+            texts = [p[micro * rb + j] for p in prompts for j in range(rb)]
+            loss, logits, out = dct_loss(parts, tokens, self.classifier, self.scheduler, cfg, texts, batch, labels,
+                                         self.uncond_cache, reduction="none")
+            if clock:
+                clock("forward")
+            if not torch.isfinite(loss).all():
+                raise TrainingError(
+                    f"loss is {loss.sum().item()} at epoch {epoch}, rollout {micro} (precision {cfg.precision}, lr {cfg.lr}): "
+                    "training stopped; try precision fp32/bf16 or a lower lr")
+            if cfg.clip_mode == "reference" and micro > 0:
+                # The reference clips BEFORE each backward, the gradient accumulated so far, still loss-scaled.
+                for r, norm in zip(rows, clip_rows_(tokens.vectors.grad, rows, cfg.clip_grad_norm)):
+                    clip_norms[r].append(norm)
+            # the sum over images / images_per_update: each class's row gets the gradient of ITS mean loss
+            self.scaler.scale(loss.sum() / ipu).backward()
+            if clock:
+                clock("backward")
+            losses.index_add_(0, sample_rows, loss.detach().cpu())
+            correct.index_add_(0, sample_rows, (logits.argmax(-1) == labels).float().cpu())
+        if tokens.vectors.grad is None:
+            tokens.vectors.grad = torch.zeros_like(tokens.vectors)
+        self.scaler.unscale_(self.optimizer)
+        grad = tokens.vectors.grad
+        status = gradient_status(grad, rows)
+        if cfg.clip_mode == "standard" and status != "nonfinite":
+            for r, norm in zip(rows, clip_rows_(grad, rows, cfg.clip_grad_norm)):
+                clip_norms[r].append(norm)
+        seen = grad.detach().clone()
+        scaled = self.scaler.is_enabled()
+        stepped = status == "ok" or (status == "zero" and scaled and cfg.zero_grad_policy == "step")
+        if stepped:
+            self.scaler.step(self.optimizer)  # skips by itself on inf/NaN
+            self.scaler.update()
+        elif status == "zero" and scaled:  # zero_grad_policy "rescale": take an exactly zero fp16 gradient for underflow
+            self.scaler.update(new_scale=scale * 2)
+        else:
+            self.scaler.update()  # halves the scale
+        with torch.no_grad():
+            tokens.vectors[list(frozen)] = before[list(frozen)]
+        return StepOutcome(losses=losses, correct=correct, status=status, scale=scale, stepped=stepped, grad=seen,
+                           before=before, after=tokens.vectors.detach().clone(), clip_norms=clip_norms,
+                           n_calls=out.n_calls, n_grad_calls=out.n_grad_calls)
+
+
 def train_token(parts: Parts, classifier: torch.nn.Module, target: int, class_name: str, cfg: TrainConfig, *,
                 templates: tuple[str, ...], tokens: ClassTokens | None = None, **kwargs) -> TrainResult:
     """Train the token of one class `target`, named `class_name` in prompts (see `train_tokens`)."""
@@ -204,14 +304,11 @@ def train_tokens(
     prepare_parts(parts, cfg)
     if tokens is None:
         tokens = ClassTokens(parts.tokenizer, parts.text_encoder, placeholders, cfg.init_word)
-    optimizer = _make_optimizer(cfg, [tokens.vectors])
-    scaler = LossScaler(cfg.precision == "fp16")
-    scheduler = make_scheduler(cfg.scheduler, parts.scheduler)
-    uncond_cache: dict[int, torch.Tensor] = {}
+    engine = TokenOptimiser(parts, classifier, cfg, tokens)
     states = [_ClassState(TrainResult(vector=tokens.vectors[i].detach().float().cpu().clone(), placeholder=ph,
                                       target=t, class_name=name), row=i, rng=random.Random(cfg.seed * 1_000_003 + t))
               for i, (t, ph, name) in enumerate(zip(targets, placeholders, class_names))]
-    rb, ipu = cfg.rollout_batch, cfg.images_per_update
+    ipu = cfg.images_per_update
     desc = f"token for class {targets[0]} ({class_names[0]})" if len(targets) == 1 else f"{len(targets)} tokens"
     bar = _progress(cfg.max_epochs, desc, progress)
     start = time.perf_counter()
@@ -222,55 +319,28 @@ def train_tokens(
         rows = [st.row for st in active]
         t0 = time.perf_counter()
         with timed_step() if timed_step else nullcontext():
-            optimizer.zero_grad(set_to_none=True)
-            before = tokens.vectors.detach().clone()  # the vectors that produce this epoch's losses
             latents = epoch_latents(parts, cfg, epoch)  # the same for every class, as the reference
-            losses = torch.zeros(len(states))
-            correct = torch.zeros(len(states))
-            for micro in range(cfg.grad_accum):
-                prompts = [st.rng.choice(templates).format(f"{st.result.placeholder} {st.result.class_name}")
-                           for st in active for _ in range(rb)]
-                batch = latents[micro * rb:(micro + 1) * rb].repeat(len(active), 1, 1, 1)
-                sample_rows = torch.tensor(rows).repeat_interleave(rb)
-                labels = torch.tensor([st.result.target for st in active], device=parts.device).repeat_interleave(rb)
-                loss, logits, out = dct_loss(parts, tokens, classifier, scheduler, cfg, prompts, batch, labels,
-                                             uncond_cache, reduction="none")
-                if not torch.isfinite(loss).all():
-                    raise TrainingError(
-                        f"loss is {loss.sum().item()} at epoch {epoch}, rollout {micro} (precision "
-                        f"{cfg.precision}, lr {cfg.lr}): training stopped; try precision fp32/bf16 or a lower lr")
-                # the sum over images / images_per_update: each class's row gets the gradient of ITS mean loss
-                (loss.sum() * scaler.scale / ipu).backward()
-                losses.index_add_(0, sample_rows, loss.detach().cpu())
-                correct.index_add_(0, sample_rows, (logits.argmax(-1) == labels).float().cpu())
-                for st in active:
-                    st.result.n_calls, st.result.n_grad_calls = out.n_calls, out.n_grad_calls
-            grad = tokens.vectors.grad
-            status = scaler.unscale_and_check(grad, rows)
-            if status != "ok" and not scaler.enabled:
+            prompts = [epoch_prompts(st.rng, templates, f"{st.result.placeholder} {st.result.class_name}", cfg)
+                       for st in active]
+            out = engine.step(latents, prompts, rows, [st.result.target for st in active],
+                              frozen=[st.row for st in states if not st.active], epoch=epoch)
+            if out.status != "ok" and not engine.scaler.is_enabled():
                 raise TrainingError(
-                    f"the token gradient is {'exactly zero' if status == 'zero' else 'not finite'} at epoch "
+                    f"the token gradient is {'exactly zero' if out.status == 'zero' else 'not finite'} at epoch "
                     f"{epoch} with precision {cfg.precision}" + (
                         " (fp16 underflow: use precision 'fp16' with loss scaling, 'bf16' or 'fp32')"
-                        if status == "zero" else ""))
-            if status == "ok":
-                if cfg.clip_grad_norm:
-                    torch.nn.utils.clip_grad_norm_([tokens.vectors], cfg.clip_grad_norm)
-                optimizer.step()
-                with torch.no_grad():  # stopped classes keep their kept vector
-                    frozen = [st.row for st in states if not st.active]
-                    tokens.vectors[frozen] = before[frozen]
+                        if out.status == "zero" else ""))
         seconds = time.perf_counter() - t0
         for st in active:
-            _end_epoch(st, cfg, epoch, float(losses[st.row]), float(correct[st.row]) / ipu, grad[st.row], status,
-                       scaler.scale, before[st.row], seconds, on_epoch)
+            st.result.n_calls, st.result.n_grad_calls = out.n_calls, out.n_grad_calls
+            _end_epoch(st, cfg, epoch, out, seconds, on_epoch)
             if not st.active:
                 st.result.seconds = time.perf_counter() - start
                 if on_class_done:
                     on_class_done(st.result)
         bar.update(1)
         bar.set_postfix(active=len([st for st in states if st.active]),
-                        loss=f"{float(losses[rows].mean()) / ipu:.3f}")
+                        loss=f"{float(out.losses[rows].mean()) / ipu:.3f}")
     bar.close()
     for st in states:
         if st.active:
@@ -281,28 +351,31 @@ def train_tokens(
     return [st.result for st in states]
 
 
-def _end_epoch(st: _ClassState, cfg: TrainConfig, epoch: int, loss_sum: float, accuracy: float,
-               grad: torch.Tensor, status: str, scale: float, vector: torch.Tensor, seconds: float,
+def _end_epoch(st: _ClassState, cfg: TrainConfig, epoch: int, out: StepOutcome, seconds: float,
                on_epoch: Callable[[dict], None] | None) -> None:
     """One class's bookkeeping after a step: history row, kept vector, stopping rules."""
-    result = st.result
+    result, r = st.result, st.row
+    loss_sum, accuracy = float(out.losses[r]), float(out.correct[r]) / cfg.images_per_update
     result.n_images += cfg.images_per_update
     improved = loss_sum < st.best_loss
     if improved:
         st.best_loss, st.since_best, result.best_epoch = loss_sum, 0, epoch
-        result.vector = vector.detach().float().cpu().clone()
+        kept = out.after[r] if cfg.keep == "post_update" else out.before[r]
+        result.vector = kept.detach().float().cpu().clone()
     else:
         st.since_best += 1
     row = dict(class_id=result.target, epoch=epoch, loss=loss_sum / cfg.images_per_update, accuracy=accuracy,
-               grad_norm=float(grad.float().norm()) if status != "nonfinite" else float("nan"),
-               grad_status=status, loss_scale=scale, images=result.n_images, step_seconds=seconds, best=improved)
+               grad_norm=float(out.grad[r].float().norm()) if out.status != "nonfinite" else float("nan"),
+               grad_status=out.status, loss_scale=out.scale, stepped=out.stepped, clip_norms=out.clip_norms[r],
+               images=result.n_images, step_seconds=seconds, best=improved)
     result.history.append(row)
     if on_epoch:
         on_epoch(row)
-    if status == "zero" and [r["grad_status"] for r in result.history[-5:]] == ["zero"] * 5:
+    if out.status == "zero" and [h["grad_status"] for h in result.history[-5:]] == ["zero"] * 5:
         raise TrainingError(f"the token gradient of class {result.target} stayed exactly zero for 5 epochs even "
-                            f"with loss scale {scale:g}: nothing reaches the token (check depth and the classifier)")
-    recent = [r["accuracy"] for r in result.history[-cfg.stop_window:]]
+                            f"with loss scale {out.scale:g}: nothing reaches the token (check depth and the "
+                            "classifier)")
+    recent = [h["accuracy"] for h in result.history[-cfg.stop_window:]]
     if len(recent) == cfg.stop_window and sum(recent) / len(recent) > cfg.stop_accuracy:
         st.active, result.stop_reason, result.images_to_threshold = False, "threshold", result.n_images
     elif st.since_best > cfg.patience:

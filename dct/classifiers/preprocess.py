@@ -251,3 +251,74 @@ def from_torchvision(transform, source: str) -> Preprocessing:
     return Preprocessing(resize="short_side", size=(int(transform.resize_size[0]),), crop=(crop, crop),
                          interpolation=interpolation, antialias=bool(transform.antialias),
                          mean=tuple(transform.mean), std=tuple(transform.std), source=source)
+
+
+# ------------------------------------------------------------------------- the reference code's transform
+
+PREPROCESSING_MODES = ("model", "reference", "reference-inet", "reference-mae")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # timm.data.constants, as the reference's utils.py copies them
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def reference_preprocessing(kind: str, input_size: int = 224) -> Preprocessing:
+    """The reference code's `transform_img_tensor` (idansc/discriminative_class_tokens, utils.py 37-49).
+
+    kind "inet" (its ImageNet ViT-L/16): kornia bicubic resize of the short side to 256, no antialias,
+    kornia centre crop 224 (offset int(src / 2 - 224 / 2)), Normalize(mean = std = 0.5).
+    kind "mae" (its CUB / iNat ViT-MAE heads): kornia bicubic resize of the short side to 224, centre crop
+    224, ImageNet mean / std.
+    Its sizes are fixed for 224-pixel models; for a classifier of another input size S (the tiny world's
+    32-pixel guides) the same rule is scaled: short side round(S * 8 / 7) (256 for 224), then crop S.
+    """
+    if kind not in ("inet", "mae"):
+        raise ClassifierSpecError(f"reference preprocessing kind {kind!r} is not accepted: use 'inet' or 'mae'")
+    s = int(input_size)
+    if kind == "inet":
+        return Preprocessing(resize="short_side", size=(round(s * 8 / 7),), crop=(s, s), crop_rounding="floor",
+                             interpolation="bicubic", antialias=False, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                             source=f"reference code transform_img_tensor, inet rule at input {s}")
+    return Preprocessing(resize="short_side", size=(s,), crop=(s, s), crop_rounding="floor",
+                         interpolation="bicubic", antialias=False, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                         source=f"reference code transform_img_tensor, MAE rule at input {s}")
+
+
+def input_size(preprocessing: Preprocessing | None, spec: str = "") -> int:
+    """The square side a classifier's own preprocessing feeds it (its crop, else its resize)."""
+    if preprocessing is not None:
+        if preprocessing.crop is not None:
+            return int(preprocessing.crop[0])
+        if preprocessing.resize in ("exact", "short_side") and preprocessing.size:
+            return int(preprocessing.size[0])
+    raise ClassifierSpecError(f"{spec or 'classifier'}: its input size is unknown (no resize or crop in its "
+                              "preprocessing), so the reference transform cannot be sized for it; use "
+                              "classifier_preprocessing = 'model'")
+
+
+def preprocessing_for(mode: str, classifier) -> Preprocessing | None:
+    """The preprocessing that `classifier_preprocessing = mode` gives `classifier` (None: keep its own).
+
+    "reference" picks the reference's rule by family: the MAE rule for `hf-vitmae:` specs (its CUB / iNat
+    heads), the ImageNet-ViT rule for everything else.
+    """
+    if mode not in PREPROCESSING_MODES:
+        raise ClassifierSpecError(f"classifier preprocessing {mode!r} is not accepted: use one of "
+                                  f"{PREPROCESSING_MODES}")
+    if mode == "model":
+        return None
+    kind = mode.removeprefix("reference-") if mode != "reference" else (
+        "mae" if getattr(classifier, "family", "") == "hf-vitmae" else "inet")
+    return reference_preprocessing(kind, input_size(classifier.preprocessing, getattr(classifier, "spec", "")))
+
+
+def apply_preprocessing(classifier, mode: str):
+    """Give `classifier` (a `Classifier`, or an ensemble of them) the preprocessing of `mode`, in place."""
+    members = getattr(classifier, "members", None)
+    if members is not None:
+        for m in members:
+            apply_preprocessing(m, mode)
+        return classifier
+    chosen = preprocessing_for(mode, classifier)
+    if chosen is not None:
+        classifier.set_preprocessing(chosen)
+        classifier.info["preprocessing_mode"] = mode
+    return classifier

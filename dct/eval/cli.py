@@ -9,6 +9,16 @@ compared image by image (paired bootstrap). The plain prompt is the token prompt
 removed ("a handwritten <token> seven" vs "a handwritten seven", as `dct generate --plain`);
 `--plain-prefix a` gives the paper's baseline ("A photo of <token> seven" vs "A photo of a seven").
 `run_eval` does the work on loaded objects; the Typer command only resolves names to objects.
+
+Two protocols (`--protocol`), recorded in every result:
+- "ours" (default): DDIM 20 steps, guidance 5, top-1 by an INDEPENDENT judge that never guided training,
+  seeds given by --seeds.
+- "reference": the authors' evaluation (their run.py `evaluate`): the stock pipeline's own scheduler
+  (PNDM) with 50 steps and guidance 7.5, seeds 0-9, 77-token padded prompts, the baseline prompt with
+  the initialiser word "a" in place of the token ("A photo of a <class>"), and top-1 by the SAME
+  classifier that guided training (with the preprocessing it was trained with). Its numbers are
+  comparable with the paper's tables; they say how well a token fools its own guide. The independent
+  judge scores the same images beside it, so the two can be read side by side.
 """
 
 from __future__ import annotations
@@ -29,6 +39,11 @@ eval_app = typer.Typer(help="Accuracy (with bootstrap CIs) and FID/KID of genera
                        invoke_without_command=True)
 
 DEFAULT_JUDGE = "world:judge"
+# The authors' evaluation (run.py `evaluate`: the stock StableDiffusionPipeline call and its defaults).
+PROTOCOLS = {
+    "ours": dict(scheduler="ddim", steps=20, guidance=5.0, seeds="10000-10031", plain_prefix="", fid=None),
+    "reference": dict(scheduler="default", steps=50, guidance=7.5, seeds="0-9", plain_prefix="a", fid=False),
+}
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -74,6 +89,8 @@ def run_eval(
     n_boot: int = 1000,
     images_out: str | Path | None = None,
     progress: bool = False,
+    guide=None,
+    protocol: str = "ours",
 ) -> dict:
     """Generate and score the plain prompt (and the token prompt, when `token_vectors` is given).
 
@@ -96,20 +113,22 @@ def run_eval(
                              init_vectors=torch.stack([token_vectors[p].float() for p in placeholders]))
         prompts = {"token": template.format(f"{placeholders[0]} {class_name}"), **prompts}
     try:
-        return _run(parts, judge, class_index, class_name, seeds, prompts, reference=reference, fid=fid,
-                    inception_weights=inception_weights, trust_weights=trust_weights, kid=kid, n_boot=n_boot,
-                    images_out=images_out,
-                    gen=dict(scheduler=scheduler, steps=steps, guidance=guidance, batch_size=batch_size,
-                             progress=progress))
+        result = _run(parts, judge, class_index, class_name, seeds, prompts, reference=reference, fid=fid,
+                      inception_weights=inception_weights, trust_weights=trust_weights, kid=kid, n_boot=n_boot,
+                      images_out=images_out, guide=guide,
+                      gen=dict(scheduler=scheduler, steps=steps, guidance=guidance, batch_size=batch_size,
+                               progress=progress))
+        result["protocol"] = protocol
+        return result
     finally:
         if tokens is not None:
             tokens.remove()  # leaves `parts` as it came (the tokenizer keeps the placeholder string)
 
 
 def _run(parts, judge, class_index, class_name, seeds, prompts, *, reference, fid, inception_weights, trust_weights,
-         kid, n_boot, images_out, gen) -> dict:
+         kid, n_boot, images_out, gen, guide=None) -> dict:
     from ..generate import evaluate_prompts, save_images
-    from .accuracy import compare
+    from .accuracy import accuracy_report, classify, compare
     from .fid import fid_kid
 
     out: dict = {"class_index": class_index, "class_name": class_name, "prompts": prompts, "seeds": seeds,
@@ -119,6 +138,10 @@ def _run(parts, judge, class_index, class_name, seeds, prompts, *, reference, fi
         report, images = evaluate_prompts(parts, judge, {class_index: prompt}, seeds, n_boot=n_boot,
                                           return_images=True, **gen)
         out[kind] = report
+        if guide is not None:
+            g = out.setdefault("guide", {"classifier": str(getattr(guide, "spec", type(guide).__name__))})
+            g[kind] = accuracy_report(classify(guide, images), class_index, [class_index],
+                                      labels=getattr(guide, "labels", None), seeds=seeds, n_boot=n_boot)
         if images_out is not None:
             save_images(images, images_out, [f"{kind}-seed{s:04d}" for s in seeds])
         if fid and reference is not None:
@@ -127,6 +150,8 @@ def _run(parts, judge, class_index, class_name, seeds, prompts, *, reference, fi
                                        inception_weights=inception_weights, trust_weights=trust_weights, kid=kid)
     if "token" in out:
         out["difference"] = compare(out["token"], out["plain"])
+        if guide is not None:
+            out["guide"]["difference"] = compare(out["guide"]["token"], out["guide"]["plain"])
     return out
 
 
@@ -143,35 +168,46 @@ def _diff(stat: dict | None) -> str:
     return f"{stat['diff']:+.3f} [{stat['lo']:+.3f}, {stat['hi']:+.3f}]"
 
 
-def print_tables(result: dict, console=None) -> None:
-    from rich.console import Console
+def _accuracy_table(title: str, section: dict, prompts: dict):
+    """token / plain / difference rows of one classifier's reports."""
     from rich.table import Table
 
-    console = console or Console()
-    any_report = result.get("token") or result["plain"]
+    any_report = section.get("token") or section["plain"]
     k5 = any_report["k"].get("top5")
     level = int(round(any_report["ci"]["level"] * 100))
-    t = Table(title=f"class {result['class_index']} ({result['class_name']}), judge {result['classifier']}, "
-                    f"{len(result['seeds'])} seeds")
+    t = Table(title=title)
     t.add_column("prompt")
     t.add_column("n", justify="right")
     t.add_column(f"top-1 [{level}% CI]", justify="right")
     if k5:
         t.add_column(f"top-{k5} [{level}% CI]", justify="right")
     for kind in ("token", "plain"):
-        if kind in result:
-            o = result[kind]["overall"]
-            row = [f"{kind}: {result['prompts'][kind]}", str(o["n"]), _ci(o["top1"])]
+        if kind in section:
+            o = section[kind]["overall"]
+            row = [f"{kind}: {prompts[kind]}", str(o["n"]), _ci(o["top1"])]
             if k5:
                 row.append(_ci(o.get("top5")))
             t.add_row(*row)
-    if "difference" in result:
-        d = result["difference"]
+    if "difference" in section:
+        d = section["difference"]
         row = ["token - plain (" + ("paired" if d["paired"] else "unpaired") + ")", "", _diff(d["overall"].get("top1"))]
         if k5:
             row.append(_diff(d["overall"].get("top5")))
         t.add_row(*row, style="bold")
-    console.print(t)
+    return t
+
+
+def print_tables(result: dict, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    head = (f"class {result['class_index']} ({result['class_name']}), {len(result['seeds'])} seeds, protocol "
+            f"{result.get('protocol', 'ours')}")
+    console.print(_accuracy_table(f"{head}\njudge {result['classifier']}", result, result["prompts"]))
+    if "guide" in result:
+        console.print(_accuracy_table(f"same images, by the guide that trained the token: "
+                                      f"{result['guide']['classifier']}", result["guide"], result["prompts"]))
     if result.get("fid"):
         f = Table(title="FID / KID (lower is closer to the reference)")
         for col in ("prompt", "FID", "KID x1e3 (mean +- std)", "n gen", "n ref", "feature space"):
@@ -217,17 +253,21 @@ def eval_command(
     cls: Optional[str] = typer.Option(None, "--class", "-c", help="Class index (0-based) or name (default: the token's class)."),
     classifier: Optional[str] = typer.Option(None, help=f"Judge classifier spec, also the FID feature space (default in the tiny world: {DEFAULT_JUDGE})."),
     model: Optional[str] = typer.Option(None, help="Hub id or diffusers folder (default: the token's model or the tiny world)."),
-    seeds: str = typer.Option("0-31", help="Seeds, e.g. '0-31' or '0,3,5'; one image per seed and prompt."),
+    protocol: str = typer.Option("ours", help="ours: DDIM 20, guidance 5, independent judge, seeds 10000-10031 | reference: "
+                                            "the authors' (stock PNDM 50, guidance 7.5, seeds 0-9, baseline 'a <class>', "
+                                            "judged by the token's own guide AND the judge)."),
+    seeds: Optional[str] = typer.Option(None, help="Seeds, e.g. '0-31' or '0,3,5'; one image per seed and prompt "
+                                                   "(default: the protocol's)."),
     fid: Optional[bool] = typer.Option(None, "--fid/--no-fid", help="FID/KID against --reference (default: on when a reference exists)."),
     reference: Optional[Path] = typer.Option(None, help="Folder of real images of the class (default in the tiny world: its held-out images of the class)."),
     inception_weights: Optional[Path] = typer.Option(None, help="Local torch-fidelity Inception-v3 weights: FID in Inception space instead of the judge's."),
     reference_domain: Optional[str] = typer.Option(None, help="Tiny world only: domain of the default reference images, handwritten | printed (default: the domain the token's template names)."),
     trust_weights: bool = typer.Option(False, help="Allow an Inception weights file that needs unpickling (runs code: only files you trust)."),
     template: Optional[str] = typer.Option(None, help="Evaluation prompt template with '{}' (default: the token's or the model's)."),
-    plain_prefix: str = typer.Option("", help="Word before the class in the plain prompt, e.g. 'a' for the paper's 'A photo of a <class>'."),
-    scheduler: str = typer.Option("ddim", help="ddim | pndm | dpm++ | euler | default"),
-    steps: int = typer.Option(20, help="Denoising steps."),
-    guidance: float = typer.Option(5.0, help="Classifier-free guidance scale."),
+    plain_prefix: Optional[str] = typer.Option(None, help="Word before the class in the plain prompt, e.g. 'a' for the paper's 'A photo of a <class>' (default: the protocol's)."),
+    scheduler: Optional[str] = typer.Option(None, help="ddim | pndm | dpm++ | euler | default (default: the protocol's)."),
+    steps: Optional[int] = typer.Option(None, help="Denoising steps (default: the protocol's)."),
+    guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale (default: the protocol's)."),
     batch_size: int = typer.Option(16, help="Images per rollout."),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples for the confidence intervals."),
     images_out: Optional[Path] = typer.Option(None, "--images-out", help="Also save the generated images here as PNG."),
@@ -236,11 +276,15 @@ def eval_command(
 ):
     """Evaluate a learned token (or a plain class prompt): accuracy with 95% CIs, and FID/KID."""
     try:
-        result = _eval(token=token, cls=cls, classifier=classifier, model=model, seeds=parse_seeds(seeds),
-                       fid=fid, reference=reference, reference_domain=reference_domain,
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"--protocol {protocol!r} is not accepted: use one of {sorted(PROTOCOLS)}")
+        p = PROTOCOLS[protocol]
+        pick = lambda given, key: p[key] if given is None else given  # noqa: E731
+        result = _eval(token=token, cls=cls, classifier=classifier, model=model,
+                       seeds=parse_seeds(pick(seeds, "seeds")), protocol=protocol, fid=pick(fid, "fid"), reference=reference, reference_domain=reference_domain,
                        inception_weights=inception_weights, trust_weights=trust_weights, template=template,
-                       plain_prefix=plain_prefix,
-                       scheduler=scheduler, steps=steps, guidance=guidance, batch_size=batch_size,
+                       plain_prefix=pick(plain_prefix, "plain_prefix"), scheduler=pick(scheduler, "scheduler"),
+                       steps=pick(steps, "steps"), guidance=pick(guidance, "guidance"), batch_size=batch_size,
                        n_boot=n_boot, images_out=images_out, device=device, progress=not json_out)
     except DCTError as exc:
         _fail(exc)
@@ -250,14 +294,17 @@ def eval_command(
         print_tables(result)
 
 
-def _eval(*, token, cls, classifier, model, seeds, fid, reference, reference_domain, inception_weights, trust_weights,
+def _eval(*, token, cls, classifier, model, seeds, protocol, fid, reference, reference_domain, inception_weights, trust_weights,
           template, plain_prefix, scheduler, steps, guidance, batch_size, n_boot, images_out, device, progress) -> dict:
-    from ..config import TrainConfig
-    from ..jobs import prompt_name, resolve_defaults
+    from ..config import TrainConfig, from_dict
+    from ..jobs import check_unseen_seeds, load_guide, prompt_name, resolve_defaults
     from ..pipeline import load_parts
     from ..token import load_tokens
 
     vectors, meta = (load_tokens(token) if token is not None else (None, {}))
+    trained = from_dict(meta["config"]) if isinstance(meta.get("config"), dict) else None
+    if trained is not None:
+        check_unseen_seeds(trained, seeds)
     if cls is None and "class_index" not in meta:
         raise ConfigError("give --class (or a --token whose sidecar names its class)")
     if reference is not None and not Path(reference).is_dir():
@@ -280,6 +327,12 @@ def _eval(*, token, cls, classifier, model, seeds, fid, reference, reference_dom
     from ..classifiers import load_classifier, resolve_class
 
     judge = load_classifier(classifier, device=device)
+    guide = None
+    if protocol == "reference":  # the classifier that trained the token, preprocessing as in training
+        guide = load_guide(res.classifier or classifier,
+                           trained.classifier_preprocessing if trained is not None else "model", device=device)
+        if plain_prefix == "a" and trained is not None:
+            plain_prefix = trained.init_word  # the reference's baseline puts the initialiser word in the token's place
     target = resolve_class(judge, cls if cls is not None else meta["class_index"])
     if cls is None and meta.get("class_name"):
         class_name = meta["class_name"]  # the exact words the token was trained with
@@ -300,6 +353,6 @@ def _eval(*, token, cls, classifier, model, seeds, fid, reference, reference_dom
                           inception_weights=str(inception_weights) if inception_weights else None,
                           trust_weights=trust_weights,
                           scheduler=scheduler, steps=steps, guidance=guidance, batch_size=batch_size,
-                          n_boot=n_boot, images_out=images_out, progress=progress)
+                          n_boot=n_boot, images_out=images_out, progress=progress, guide=guide, protocol=protocol)
     result.update(model=res.model, token_file=str(token) if token else None, reference=ref_desc)
     return result

@@ -83,8 +83,11 @@ def test_train_then_eval_prints_the_token_against_plain(tiny_sd_dir, tiny_timm_d
     token = tmp_path / "t.safetensors"
     model = ["--model", tiny_sd_dir, "--classifier", f"timm:{tiny_timm_dir}"]
     assert dct("train", "--class", "2", *model, *FAST, "--out", token).exit_code == 0
-    args = ["eval", "--token", token, "--classifier", f"timm:{tiny_timm_dir}", "--seeds", "0-2", "--no-fid",
+    args = ["eval", "--token", token, "--classifier", f"timm:{tiny_timm_dir}", "--seeds", "100-102", "--no-fid",
             "--steps", "2", "--n-boot", "50"]
+    # seeds 0-1 drew this token's training latents (fast preset: epoch e on seed e): refused, named
+    r = dct(*[a if a != "100-102" else "0-2" for a in args])
+    assert r.exit_code == 2 and "seeds [0, 1] are seeds the token's training latents" in r.output
     r = dct(*args)
     assert r.exit_code == 0, r.output
     assert "token - plain (paired)" in r.output
