@@ -115,7 +115,7 @@ def run(config: dict, ctx) -> CellOutput:
     curves, results, vectors = [], [], []
     for i, c in enumerate(classes):
         def on_epoch(row, c=c, i=i):
-            curves.append({"class_id": c, **row})
+            curves.append({"class_id": c, **flat_history_row(row, cfg.clip_grad_norm)})
             ctx.progress(i, len(classes), cls=c, epoch=row["epoch"], loss=row["loss"], acc=row["accuracy"])
 
         with ctx.phase("train"):
@@ -128,16 +128,27 @@ def run(config: dict, ctx) -> CellOutput:
         results.append(result)
         vectors.append(result.vector)
 
-    metrics = training_metrics(results)
+    metrics = training_metrics(results, cfg.clip_grad_norm)
     with ctx.phase("eval"):
         metrics.update(evaluate(parts, cfg, config, res, classes, names, vectors, judge, extra, ctx))
     return CellOutput(metrics=metrics, curves=curves)
 
 
-def training_metrics(results) -> dict:
+def flat_history_row(row: dict, clip_max: float) -> dict:
+    """A training history row as flat scalars for the store: lists become JSON, and the clip norms are
+    summarised (how many of this epoch's clips bit, i.e. saw a norm above `clip_grad_norm`)."""
+    norms = row.get("clip_norms") or []
+    flat = {k: json.dumps(v) if isinstance(v, (list, tuple)) else v for k, v in row.items()}
+    flat.update(clip_calls=len(norms), clip_bites=sum(n > clip_max for n in norms),
+                clip_norm_max=max(norms) if norms else None)
+    return flat
+
+
+def training_metrics(results, clip_max: float) -> dict:
     epochs = [len(r.history) for r in results]
     reached = [r.images_to_threshold for r in results if r.images_to_threshold is not None]
     grad_norms = [h["grad_norm"] for r in results for h in r.history if h["grad_status"] == "ok"]
+    clip_norms = [n for r in results for h in r.history for n in h.get("clip_norms") or []]
     return {
         "n_classes": len(results),
         "unet_calls": results[0].n_calls,
@@ -148,6 +159,11 @@ def training_metrics(results) -> dict:
         "images_mean": statistics.fmean(r.n_images for r in results),
         "train_seconds_per_class": statistics.fmean(r.seconds for r in results),
         "grad_norm_median": statistics.median(grad_norms) if grad_norms else None,
+        # how often clipping changed the gradient: the share of clip calls that saw a norm above the cap
+        "clip_calls": len(clip_norms),
+        "clip_bite_fraction": (sum(n > clip_max for n in clip_norms) / len(clip_norms)
+                               if clip_norms else None),
+        "clip_norm_median": statistics.median(clip_norms) if clip_norms else None,
         "stop_reasons": json.dumps({k: [r.stop_reason for r in results].count(k)
                                     for k in sorted({r.stop_reason for r in results})}),
     }
@@ -176,7 +192,8 @@ def evaluate(parts, cfg, config, res, classes, names, vectors, judge, extra, ctx
     plain_rep, plain_imgs = evaluate_prompts(parts, judge, plain_prompts, seeds, return_images=True, **sampling)
     bank.remove()
     diff = compare(token_rep, plain_rep)
-    out = {"eval_images_per_class": len(seeds), "eval_images": token_rep["n_images"], "judge": judge.spec}
+    out = {"eval_images_per_class": len(seeds), "eval_images": token_rep["n_images"], "judge": judge.spec,
+           "eval_protocol": "ours", "eval_seed_first": seeds[0]}
     out.update(_flat("acc", token_rep))
     out.update(_flat("plain_acc", plain_rep))
     gain = diff["overall"]["top1"]  # paired bootstrap: token and plain images share their seeds

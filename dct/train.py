@@ -333,7 +333,7 @@ def train_tokens(
         seconds = time.perf_counter() - t0
         for st in active:
             st.result.n_calls, st.result.n_grad_calls = out.n_calls, out.n_grad_calls
-            _end_epoch(st, cfg, epoch, out, seconds, on_epoch)
+            _end_epoch(st, cfg, epoch, out, seconds, on_epoch, prompts[active.index(st)])
             if not st.active:
                 st.result.seconds = time.perf_counter() - start
                 if on_class_done:
@@ -352,7 +352,7 @@ def train_tokens(
 
 
 def _end_epoch(st: _ClassState, cfg: TrainConfig, epoch: int, out: StepOutcome, seconds: float,
-               on_epoch: Callable[[dict], None] | None) -> None:
+               on_epoch: Callable[[dict], None] | None, prompts: list[str]) -> None:
     """One class's bookkeeping after a step: history row, kept vector, stopping rules."""
     result, r = st.result, st.row
     loss_sum, accuracy = float(out.losses[r]), float(out.correct[r]) / cfg.images_per_update
@@ -367,7 +367,7 @@ def _end_epoch(st: _ClassState, cfg: TrainConfig, epoch: int, out: StepOutcome, 
     row = dict(class_id=result.target, epoch=epoch, loss=loss_sum / cfg.images_per_update, accuracy=accuracy,
                grad_norm=float(out.grad[r].float().norm()) if out.status != "nonfinite" else float("nan"),
                grad_status=out.status, loss_scale=out.scale, stepped=out.stepped, clip_norms=out.clip_norms[r],
-               images=result.n_images, step_seconds=seconds, best=improved)
+               images=result.n_images, step_seconds=seconds, best=improved, prompts=prompts)
     result.history.append(row)
     if on_epoch:
         on_epoch(row)

@@ -40,7 +40,9 @@ class Preprocessing:
       ResizeKeepRatio towards `size` (h, w), `longest` in [0, 1] picks the edge that must fit).
     crop: centre crop to (h, w) or None; `crop_fill` "zero" or "mean" for the padding when the image is
       smaller than the crop (timm's border mode pads with the mean colour); `crop_rounding` places an odd
-      margin as torchvision does ("round": round-half-even of margin / 2) or as transformers does ("floor").
+      margin as torchvision does ("round": round-half-even of margin / 2), as transformers does ("floor"),
+      or as kornia's centre crop does ("half": it samples bilinearly at the half-pixel offset margin / 2,
+      the mean of the two neighbouring crops).
     Then x * scale + offset (pixel range the model expects, e.g. 255/127.5 - 1), channel flip (RGB -> BGR),
     and (x - mean) / std.
     """
@@ -65,8 +67,8 @@ class Preprocessing:
     def __post_init__(self):
         if self.resize not in ("none", "exact", "short_side", "keep_ratio"):
             raise ValueError(f"resize must be none/exact/short_side/keep_ratio, got {self.resize!r}")
-        if self.crop_fill not in ("zero", "mean") or self.crop_rounding not in ("round", "floor"):
-            raise ValueError(f"crop_fill must be zero/mean and crop_rounding round/floor, got "
+        if self.crop_fill not in ("zero", "mean") or self.crop_rounding not in ("round", "floor", "half"):
+            raise ValueError(f"crop_fill must be zero/mean and crop_rounding round/floor/half, got "
                              f"{self.crop_fill!r} / {self.crop_rounding!r}")
         if self.interpolation not in _MODES:
             raise ValueError(f"interpolation must be one of {sorted(_MODES)}, got {self.interpolation!r}")
@@ -133,6 +135,14 @@ def _center_crop(x: torch.Tensor, crop, rounding: str, fill: torch.Tensor | None
         top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
     else:
         top, left = (h - ch) // 2, (w - cw) // 2
+    if rounding == "half":  # kornia: an odd margin puts the crop half a pixel over, sampled bilinearly
+        dy, dx = (h - ch) % 2, (w - cw) % 2
+        win = x[..., top:top + ch + dy, left:left + cw + dx]
+        if dy:
+            win = 0.5 * (win[..., :-1, :] + win[..., 1:, :])
+        if dx:
+            win = 0.5 * (win[..., :, :-1] + win[..., :, 1:])
+        return win
     return x[..., top:top + ch, left:left + cw]
 
 
@@ -264,20 +274,22 @@ def reference_preprocessing(kind: str, input_size: int = 224) -> Preprocessing:
     """The reference code's `transform_img_tensor` (idansc/discriminative_class_tokens, utils.py 37-49).
 
     kind "inet" (its ImageNet ViT-L/16): kornia bicubic resize of the short side to 256, no antialias,
-    kornia centre crop 224 (offset int(src / 2 - 224 / 2)), Normalize(mean = std = 0.5).
+    kornia centre crop 224 (a bilinear warp: an odd margin is sampled half a pixel over, "half" rounding),
+    Normalize(mean = std = 0.5).
     kind "mae" (its CUB / iNat ViT-MAE heads): kornia bicubic resize of the short side to 224, centre crop
     224, ImageNet mean / std.
     Its sizes are fixed for 224-pixel models; for a classifier of another input size S (the tiny world's
-    32-pixel guides) the same rule is scaled: short side round(S * 8 / 7) (256 for 224), then crop S.
+    32-pixel guides) the same rule is scaled: short side S + 2 * round(S / 14) (256 for 224, 36 for 32: a
+    margin of S / 7 split evenly, so a square image is cropped on whole pixels as the reference's is).
     """
     if kind not in ("inet", "mae"):
         raise ClassifierSpecError(f"reference preprocessing kind {kind!r} is not accepted: use 'inet' or 'mae'")
     s = int(input_size)
     if kind == "inet":
-        return Preprocessing(resize="short_side", size=(round(s * 8 / 7),), crop=(s, s), crop_rounding="floor",
+        return Preprocessing(resize="short_side", size=(s + 2 * round(s / 14),), crop=(s, s), crop_rounding="half",
                              interpolation="bicubic", antialias=False, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
                              source=f"reference code transform_img_tensor, inet rule at input {s}")
-    return Preprocessing(resize="short_side", size=(s,), crop=(s, s), crop_rounding="floor",
+    return Preprocessing(resize="short_side", size=(s,), crop=(s, s), crop_rounding="half",
                          interpolation="bicubic", antialias=False, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                          source=f"reference code transform_img_tensor, MAE rule at input {s}")
 

@@ -119,3 +119,33 @@ def test_a_rebuilt_world_is_a_new_cell_not_a_done_one(tmp_path, monkeypatch):
     assert after["world"] != before["world"] and config_hash(after) != config_hash(before)
     with pytest.raises(ConfigError, match="another tiny world"):
         validate(dict(before))
+
+
+def test_paper_cell_records_its_clipping_through_the_runner(tmp_path, tiny_sd_dir, tiny_timm_dir, reference):
+    """The paper preset's history rows hold lists (prompts, clip norms): the cell stores them flat, and the
+    row says how often the reference clip bit."""
+    spec = tmp_path / "paper.toml"
+    text = (SPEC.format(store=tmp_path / "s", model=tiny_sd_dir, clf=tiny_timm_dir, ref=reference)
+            .replace('preset = "fast"', 'preset = "paper"\nprecision = "fp32"\nclassifier_preprocessing = "model"')
+            .replace("rollout_batch = 2", "rollout_batch = 1").replace("images_per_update = 2", "images_per_update = 3")
+            .replace('depth = [1, "full"]', 'clip_mode = ["reference", "none"]'))
+    spec.write_text(text)
+    result = run_grid(spec, console=Console(file=io.StringIO()), show_progress=False)
+    assert [status for _, status in result.ran] == ["ok", "ok"], load_cells(tmp_path / "s")[C.ERROR].tolist()
+    cells = load_cells(tmp_path / "s").set_index(C.LABEL)
+    m = C.metric_col
+    ref, none = cells.loc["clip_mode=reference"], cells.loc["clip_mode=none"]
+    assert ref[m("clip_calls")] == 2 * 2 * 2  # classes x epochs x (images - 1)
+    assert 0 <= ref[m("clip_bite_fraction")] <= 1 and ref[m("clip_norm_median")] > 0
+    assert none[m("clip_calls")] == 0 and none[m("eval_protocol")] == "ours"
+    curves = load_curves(tmp_path / "s")
+    rows = curves[curves[C.CONFIG_HASH] == ref[C.CONFIG_HASH]]
+    assert rows["clip_calls"].tolist() == [2] * 4 and rows["prompts"].str.startswith("[").all()
+
+
+def test_evaluation_seeds_that_drew_training_latents_are_refused(tmp_path, tiny_sd_dir, tiny_timm_dir, reference):
+    spec = tmp_path / "seen.toml"
+    spec.write_text(SPEC.format(store=tmp_path / "s", model=tiny_sd_dir, clf=tiny_timm_dir, ref=reference)
+                    .replace("eval_seeds = 4", "eval_seeds = 4\neval_seed_base = 0"))
+    with pytest.raises(ConfigError, match=r"eval_seed_base=0 .* would judge seeds \[0, 1\] that training drew"):
+        run_grid(spec, console=Console(file=io.StringIO()), show_progress=False)

@@ -96,3 +96,85 @@ def test_bad_preprocessing_values_are_refused():
         Preprocessing(resize="sideways")
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         Preprocess(Preprocessing())(torch.rand(3, 8, 8))
+
+
+# ---------------------------------------------------------------- the reference code's own transform
+
+# kornia's centre crop is a perspective warp with bilinear sampling, exact only up to float error (~3e-5
+# of a [0, 1] pixel against a plain slice; x2 after normalising by std 0.5, x4.4 by ImageNet's 0.229):
+# 2e-4 is under 1/20 of one 8-bit grey level, while a wrong interpolation, antialias or a crop one pixel
+# off differs by 1e-2 or more.
+KORNIA_ATOL = 2e-4
+
+
+def _kornia_reference(images, kind: str, size: int = 224, resize: int | None = None):
+    """utils.py transform_img_tensor of the reference, written with kornia as it is there."""
+    import kornia  # a test dependency: the reference code used it
+    import torchvision.transforms as T
+
+    if kind == "inet":
+        x = kornia.geometry.transform.resize(images, resize or 256, interpolation="bicubic")
+        x = kornia.geometry.transform.center_crop(x, (size, size))
+        return T.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5])(x)
+    x = kornia.geometry.transform.resize(images, resize or size, interpolation="bicubic")
+    x = kornia.geometry.transform.center_crop(x, (size, size))
+    return T.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))(x)
+
+
+@pytest.mark.parametrize("kind", ["inet", "mae"])
+@pytest.mark.parametrize("shape", [(2, 3, 512, 512), (1, 3, 768, 768), (1, 3, 300, 420), (1, 3, 257, 241)])
+def test_reference_transform_equals_kornia_pixel_for_pixel(kind, shape):
+    from dct.classifiers.preprocess import Preprocess, reference_preprocessing
+
+    torch.manual_seed(0)
+    images = torch.rand(shape)
+    ours = Preprocess(reference_preprocessing(kind, 224))(images)
+    theirs = _kornia_reference(images, kind)
+    assert ours.shape == theirs.shape == (shape[0], 3, 224, 224)
+    # the resize alone is bit-identical to kornia's (F.interpolate bicubic, no antialias)
+    kornia = pytest.importorskip("kornia")
+    short = 256 if kind == "inet" else 224
+    resized = Preprocess(reference_preprocessing(kind, 224).replace(crop=None, mean=(0.0,) * 3, std=(1.0,) * 3))
+    assert torch.equal(resized(images), kornia.geometry.transform.resize(images, short, interpolation="bicubic"))
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=KORNIA_ATOL)
+
+
+def test_reference_transform_scaled_to_a_32_pixel_classifier_equals_kornia():
+    from dct.classifiers.preprocess import Preprocess, reference_preprocessing
+
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    ours = Preprocess(reference_preprocessing("inet", 32))(images)
+    torch.testing.assert_close(ours, _kornia_reference(images, "inet", 32, resize=36), rtol=0, atol=KORNIA_ATOL)
+
+
+def test_reference_transform_differs_from_the_processor_config_and_passes_gradient(hf_dir):
+    """The HF ViT's processor squashes to the input size (bilinear, antialiased); the reference resizes the
+    short side bicubically without antialias and crops: a different function of the image."""
+    from dct.classifiers import load_classifier
+    from dct.classifiers.preprocess import apply_preprocessing
+
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    model_clf = load_classifier(f"hf:{hf_dir}")
+    ref_clf = apply_preprocessing(load_classifier(f"hf:{hf_dir}"), "reference")
+    assert ref_clf.preprocessing.antialias is False and ref_clf.preprocessing.crop == (32, 32)
+    assert ref_clf.describe()["preprocessing"]["interpolation"] == "bicubic"
+    assert not torch.allclose(model_clf(images), ref_clf(images))
+    torch.testing.assert_close(ref_clf.preprocess(images), _kornia_reference(images, "inet", 32, resize=36),
+                               rtol=0, atol=KORNIA_ATOL)
+    ref_clf(images).sum().backward()
+    assert images.grad.abs().sum() > 0
+
+
+def test_reference_mode_picks_the_mae_rule_for_vitmae_heads(vitmae_dir, timm_dir):
+    from dct.classifiers import load_classifier
+    from dct.classifiers.preprocess import IMAGENET_MEAN, apply_preprocessing, preprocessing_for
+
+    mae = load_classifier(f"hf-vitmae:{vitmae_dir}")
+    assert preprocessing_for("reference", mae).mean == IMAGENET_MEAN
+    assert preprocessing_for("reference", mae).size == (32,)
+    timm_clf = load_classifier(f"timm:{timm_dir}")
+    assert preprocessing_for("reference", timm_clf).mean == (0.5, 0.5, 0.5)  # the ViT rule for any other spec
+    assert preprocessing_for("reference-mae", timm_clf).mean == IMAGENET_MEAN  # selectable for any spec
+    assert preprocessing_for("model", timm_clf) is None
+    before = timm_clf.preprocessing
+    assert apply_preprocessing(timm_clf, "model").preprocessing == before
