@@ -93,3 +93,34 @@ def test_train_then_eval_prints_the_token_against_plain(tiny_sd_dir, tiny_timm_d
     assert "token - plain (paired)" in r.output
     out = json.loads(dct(*args, "--json").stdout)
     assert out["token"]["n_images"] == out["plain"]["n_images"] == 3 and out["token_file"] == str(token)
+
+
+def test_eval_reference_protocol_judges_with_the_guide_and_the_judge(tiny_sd_dir, tiny_timm_dir, tmp_path):
+    """`dct eval --protocol reference`: the authors' evaluation (stock scheduler, 50 steps, guidance 7.5,
+    seeds 0-9, baseline 'a <class>'), scored by the token's own guide beside the independent judge."""
+    token = tmp_path / "paper.safetensors"
+    model = ["--model", tiny_sd_dir, "--classifier", f"timm:{tiny_timm_dir}"]
+    r = dct("train", "--class", "2", *model, "--preset", "paper", "--precision", "fp32", "--steps", "3",
+            "--max-epochs", "1", "--images-per-update", "2", "--rollout-batch", "1", "--out", token)
+    assert r.exit_code == 0, r.output
+    args = ["eval", "--token", token, "--classifier", f"timm:{tiny_timm_dir}", "--protocol", "reference",
+            "--steps", "2", "--n-boot", "50"]
+    r = dct(*args)
+    assert r.exit_code == 0, r.output
+    assert "protocol reference" in r.output and "by the guide that trained the token" in r.output
+    out = json.loads(dct(*args, "--json").stdout)
+    assert out["protocol"] == "reference" and out["seeds"] == list(range(10)) and out["fid"] == {}
+    assert out["settings"]["scheduler"] == "default" and out["settings"]["guidance"] == 7.5
+    assert out["prompts"]["plain"].endswith(" a two") and "newclas two" in out["prompts"]["token"]
+    guide = out["guide"]
+    assert guide["classifier"] == f"timm:{tiny_timm_dir}"
+    assert guide["token"]["n_images"] == guide["plain"]["n_images"] == 10 and guide["difference"]["paired"]
+    assert dct(*args, "--protocol", "theirs").exit_code == 2
+
+
+def test_eval_reference_protocol_refuses_a_token_trained_on_its_seeds(tiny_sd_dir, tiny_timm_dir, tmp_path):
+    token = tmp_path / "fast.safetensors"
+    model = ["--model", tiny_sd_dir, "--classifier", f"timm:{tiny_timm_dir}"]
+    assert dct("train", "--class", "2", *model, *FAST, "--out", token).exit_code == 0  # fast: epoch e on seed e
+    r = dct("eval", "--token", token, "--classifier", f"timm:{tiny_timm_dir}", "--protocol", "reference")
+    assert r.exit_code == 2 and "seeds [0, 1] are seeds the token's training latents" in r.output
