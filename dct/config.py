@@ -22,7 +22,7 @@ deliberately differs from that code is a named field here, so a run's JSON says 
 - `classifier_preprocessing`: "reference" in `paper`: the reference's own transform (utils.py 37-49):
   ImageNet ViT: bicubic resize of the short side to 256 without antialias, centre crop 224, mean = std =
   0.5; the MAE heads (hf-vitmae:): bicubic 224, ImageNet mean/std; other classifiers get the ViT rule
-  scaled to their input size (8/7 of it, then a crop to it). "model" in `fast`: the classifier's own
+  scaled to their input size (short side S + 2 round(S/14), then a crop to S). "model" in `fast`: the classifier's own
   processor or pretrained config (for the HF ViT a squashed 224 x 224 bilinear antialiased resize).
 - `loss_scale_growth_interval`: torch's GradScaler (as Accelerate's, init 2^16, halve and skip on
   inf/NaN, double after this many good steps: 2000, torch's default, in both presets). `zero_grad_policy`
@@ -39,6 +39,11 @@ deliberately differs from that code is a named field here, so a run's JSON says 
   in the tiny world (all 10 classes), so `fast` stops on the mean of the last 3 epochs.
 - `depth`: the count of final UNet calls with gradient. The reference's "last step only" with PNDM is
   2 calls (PNDM repeats a timestep), which `paper` states explicitly.
+
+Differences that no field can switch, because they change numerics or memory, not the method (the README
+lists them): starting latents come from a CPU generator (the reference draws them on the GPU); latents
+are carried in fp32 between denoising steps (the reference keeps them in fp16); the text encoder runs in
+fp32 (Accelerate wraps the reference's in fp16 autocast); checkpointing never touches the text encoder.
 """
 
 from __future__ import annotations

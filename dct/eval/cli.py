@@ -1,7 +1,8 @@
 """`dct eval`: accuracy (with bootstrap CIs) and FID/KID of a learned token against its plain prompt.
 
-    dct eval --token tokens/class-7.safetensors --seeds 0-31
-    dct eval --class 7 --seeds 0-31 --no-fid            # the plain prompt alone
+    dct eval --token tokens/class-7.safetensors --seeds 10000-10031
+    dct eval --class 7 --no-fid                         # the plain prompt alone
+    dct eval --token tokens/class-seven.safetensors --protocol reference   # the authors' evaluation
     dct eval --token t.safetensors --reference real/ --inception-weights pt_inception.pth --json
 
 The token prompt and the plain prompt are rendered from the SAME seeds, so their accuracies are
