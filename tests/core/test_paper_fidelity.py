@@ -257,3 +257,13 @@ def test_a_gradient_that_stays_zero_is_a_clear_error(parts):
     with pytest.raises(TrainingError, match="stayed exactly zero for 5 epochs"):
         train_token(parts, Blind(), 2, "two", paper(max_epochs=6, images_per_update=1), templates=TEMPLATE,
                     progress=False)
+
+
+@pytest.mark.parametrize("patience", [0, 2])
+def test_patience_stops_exactly_after_patience_epochs_without_a_lower_loss(parts, patience):
+    """run.py: the counter starts at `early_stopping`, drops at every epoch without a lower summed loss,
+    and training stops once it is below zero: patience + 1 epochs after the best one."""
+    cfg = paper(max_epochs=10, images_per_update=1, patience=patience)
+    result = train_token(parts, Blind(), 2, "two", cfg, templates=TEMPLATE, progress=False)  # the loss never drops
+    assert result.stop_reason == "patience" and result.best_epoch == 0
+    assert len(result.history) == patience + 2
