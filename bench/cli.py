@@ -23,6 +23,7 @@ from rich.console import Console
 from dct.errors import DCTError
 
 from . import columns as C
+from .plan_cli import plan_command
 
 SPEC_DIR_ENV = "DCT_ABLATIONS"
 
@@ -129,6 +130,9 @@ def run_command(spec: Annotated[Path, typer.Option("--spec", help="Spec file (TO
                 device: DeviceOpt = "auto", timeout_per_cell: TimeoutOpt = None, progress: ProgressOpt = True) -> None:
     """Run any spec file, resuming where it stopped."""
     _run(spec, store, force, only, dry_run, device, timeout_per_cell, progress)
+
+
+bench_app.command("plan")(plan_command)
 
 
 @results_app.command("show")

@@ -102,11 +102,10 @@ def validate(config: dict) -> dict:
 
     arch = config.get("arch", "tiny")
     if isinstance(arch, str) and arch not in ("tiny", "sd15", "sd21base"):
-        from dct.pipeline import resolve_model_source
-
-        folder = Path(resolve_model_source(arch))
-        if not folder.is_dir():
-            raise ConfigError(f"arch {arch!r} is not accepted: use sd15, sd21base, tiny or a diffusers folder")
+        folder = Path(arch).expanduser()
+        if not (folder / "model_index.json").is_file():
+            raise ConfigError(f"arch {arch!r} is not accepted: use sd15, sd21base, tiny or a diffusers folder "
+                              "(one with model_index.json)")
         # the step cell knows only named archs: validate the rest against tiny, then put the folder back
         c = validate_step({**config, "arch": "tiny", "weights": "random", "resolution": None,
                            "classifier": config.get("classifier") or "tiny-random"})
@@ -150,7 +149,9 @@ def meta_parts(arch: str, precision: str, text_encoder_precision: str):
             unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
             vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
             text = CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))
-        tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"), model_max_length=77)
+        # model_max_length must be given (transformers 5 reads ~1e30 otherwise): the encoder's positions
+        tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"),
+                                                  model_max_length=text.config.max_position_embeddings)
         scheduler = PNDMScheduler.from_config(PNDMScheduler.load_config(folder / "scheduler"))
     torch.nn.Module.to(unet, _dtype(precision))
     torch.nn.Module.to(vae, _dtype(precision))
@@ -186,9 +187,10 @@ def meta_classifier(name: str, seed: int = 0):
     return clf.to("meta"), target, class_name, tuple(templates)
 
 
-def param_bytes(module: torch.nn.Module) -> int:
-    """Bytes the weights take on CUDA: each parameter and buffer one allocation, rounded."""
-    return sum(rounded(t.numel() * t.element_size()) for t in [*module.parameters(), *module.buffers()])
+def param_bytes(module: torch.nn.Module, cuda: bool = True) -> int:
+    """Bytes the weights take: each parameter and buffer one allocation (rounded on CUDA)."""
+    size = rounded if cuda else (lambda n: n)
+    return sum(size(t.numel() * t.element_size()) for t in [*module.parameters(), *module.buffers()])
 
 
 # --- protocol adapters --------------------------------------------------------------------------------
@@ -293,9 +295,22 @@ def _cached(kind: str, key: dict, compute) -> dict:
     return value
 
 
-def _trace_key(c: dict, protocol: str) -> dict:
+DEVICES = ("cuda", "cpu")
+
+
+def check_device(device: str) -> str:
+    if device not in DEVICES:
+        raise ConfigError(f"device {device!r} is not accepted: use one of {DEVICES}")
+    return device
+
+
+def _trace_key(c: dict, protocol: str, device: str) -> dict:
     return {k: c[k] for k in ("arch", "resolution", "batch", "precision", "text_encoder_precision", "checkpointing",
-                              "guidance", "train_padding", "classifier", "seed")} | {"protocol": protocol}
+                              "guidance", "train_padding", "classifier", "seed")} | {"protocol": protocol,
+                                                                                     "device": device}
+
+
+
 
 
 def _latent_hw(parts, resolution) -> tuple[int, int, int]:
@@ -306,12 +321,12 @@ def _latent_hw(parts, resolution) -> tuple[int, int, int]:
     return c, resolution // factor, resolution // factor
 
 
-def trace_step(c: dict, protocol: str = "dct") -> dict:
+def trace_step(c: dict, protocol: str = "dct", device: str = "cuda") -> dict:
     """Live/peak bytes, marks, FLOPs and roofline seconds of one real DCT step at depth 1 (2 UNet calls)."""
-    return _cached("step", _trace_key(c, protocol), lambda: _trace_step(c, protocol))
+    return _cached("step", _trace_key(c, protocol, device), lambda: _trace_step(c, protocol, device))
 
 
-def _trace_step(c: dict, protocol: str) -> dict:
+def _trace_step(c: dict, protocol: str, device: str) -> dict:
     from dct.pipeline import make_scheduler
     from dct.train import dct_loss
 
@@ -333,7 +348,7 @@ def _trace_step(c: dict, protocol: str) -> dict:
     latents = torch.randn((c["batch"], *_latent_hw(parts, c["resolution"])), device="meta")
     labels = torch.full((c["batch"],), target, device="meta")
     modules = [parts.unet, parts.vae, parts.text_encoder, classifier]
-    tracer = Tracer(exclude=[*modules, tokens, latents, labels])
+    tracer = Tracer(exclude=[*modules, tokens, latents, labels], cuda=device == "cuda")
     hooks = []
 
     def mark_once(name):
@@ -357,16 +372,17 @@ def _trace_step(c: dict, protocol: str) -> dict:
     return tracer.result.to_dict()
 
 
-def trace_call(c: dict, with_grad: bool = True) -> dict:
+def trace_call(c: dict, with_grad: bool = True, device: str = "cuda") -> dict:
     """One guided UNet call of the config's rollout, wrapped as rollout() wraps it for the checkpointing
     mode. With gradient: `retained` = bytes it keeps until backward (live after its forward, output
     excluded), FLOPs and seconds of forward + backward + recomputation. Without: its forward only."""
     key = {k: c[k] for k in ("arch", "resolution", "batch", "precision", "guidance", "train_padding")}
     key["mode"] = c["checkpointing"] if with_grad else "no-grad"
-    return _cached("call", key, lambda: _trace_call(c, with_grad))
+    key["device"] = device
+    return _cached("call", key, lambda: _trace_call(c, with_grad, device))
 
 
-def _trace_call(c: dict, with_grad: bool) -> dict:
+def _trace_call(c: dict, with_grad: bool, device: str) -> dict:
     from torch.utils.checkpoint import checkpoint
 
     from dct.rollout import set_block_checkpointing
@@ -385,12 +401,13 @@ def _trace_call(c: dict, with_grad: bool) -> dict:
     def call(x_in, t_in, e):
         return unet(x_in, t_in, encoder_hidden_states=e, return_dict=False)[0]
 
-    tracer = Tracer(exclude=[unet, x, emb, t])
+    tracer = Tracer(exclude=[unet, x, emb, t], cuda=device == "cuda")
     with fused_attention(), tracer, torch.set_grad_enabled(with_grad):
         eps = checkpoint(call, x, t, emb, use_reentrant=False) if with_grad and mode in ("step", "both") \
             else call(x, t, emb)
         tracer.mark("forward")
-        out_bytes = rounded(eps.numel() * eps.element_size())
+        out_bytes = eps.untyped_storage().nbytes()
+        out_bytes = rounded(out_bytes) if device == "cuda" else out_bytes
         if with_grad:
             eps.float().sum().backward()
         del eps
@@ -462,10 +479,10 @@ def reference_code_extra(c: dict) -> int:
     return classifier_grads + 2 * linear_casts
 
 
-def weights_bytes(c: dict, protocol: str) -> int:
+def weights_bytes(c: dict, protocol: str, cuda: bool = True) -> int:
     parts = meta_parts(c["arch"], c["precision"], c["text_encoder_precision"])
     classifier = meta_classifier(c["classifier"], c["seed"])[0]
-    total = sum(param_bytes(m) for m in (parts.unet, parts.vae, parts.text_encoder, classifier))
+    total = sum(param_bytes(m, cuda) for m in (parts.unet, parts.vae, parts.text_encoder, classifier))
     if protocol == "reference-code":
         # the trained parameter is the whole embedding table (fp32): its gradient and AdamW's exp_avg and
         # exp_avg_sq persist from the first step on (the table itself is counted with the text encoder)
@@ -478,21 +495,27 @@ def weights_bytes(c: dict, protocol: str) -> int:
 
 
 def plan(config: dict, *, gpu: str = "h200", protocol: str = "dct", capacity: int | None = None,
-         calibrated: bool = True) -> Plan:
-    """The predicted peak memory, FLOPs and time of one optimisation step of `config` on `gpu`."""
+         calibrated: bool = True, device: str = "cuda") -> Plan:
+    """The predicted peak memory, FLOPs and time of one optimisation step of `config` on `gpu`.
+
+    device "cpu" predicts what the same step holds on the CPU (no allocator rounding, no cuBLAS
+    workspaces, no calibration; attention fused too: the CPU's SDPA runs a flash kernel when it can): the tests compare it with exact CPU measurements, and CPU
+    grids take its FLOPs. Its time is still the GPU's roofline."""
     from dct.rollout import resolve_depth
 
     from .cells_step import unet_calls
 
     check_gpu(gpu)
     check_protocol(protocol)
+    check_device(device)
+    cuda = device == "cuda"
     c = validate(dict(config))
     started = time.perf_counter()
     n = unet_calls(c["scheduler"], c["steps"])
     d = resolve_depth(c["depth"], n)
-    step = trace_step(c, protocol)
-    call = trace_call(c)
-    fwd = trace_call(c, with_grad=False)
+    step = trace_step(c, protocol, device)
+    call = trace_call(c, device=device)
+    fwd = trace_call(c, with_grad=False, device=device)
     extra = max(d - 1, 0)
     marks = step["marks"]
     activations = marks["decode_start"] + extra * call["retained"]
@@ -501,9 +524,9 @@ def plan(config: dict, *, gpu: str = "h200", protocol: str = "dct", capacity: in
     transient = step["peak"] - marks["forward"]
     accum = c["images_per_update"] // c["batch"]
     pixels = (c["resolution"] or parts_resolution(c)) ** 2
-    calibration = int(UNTRACED_BYTES_PER_IMAGE * c["batch"] * pixels / 512**2) if calibrated else 0
-    weights = weights_bytes(c, protocol)
-    workspace = 2 * int(GPUS[gpu].cublas_workspace_mib * 2**20)  # cuBLAS + cuBLASLt handles
+    calibration = int(UNTRACED_BYTES_PER_IMAGE * c["batch"] * pixels / 512**2) if calibrated and cuda else 0
+    weights = weights_bytes(c, protocol, cuda)
+    workspace = 2 * int(GPUS[gpu].cublas_workspace_mib * 2**20) if cuda else 0  # cuBLAS + cuBLASLt handles
     reference_extra = reference_code_extra(c) if protocol == "reference-code" else 0
     peak = weights + workspace + step["peak"] + extra * call["retained"] + calibration + reference_extra
     flops = accum * (step["flops"] + (n - 2) * fwd["flops"] + extra * (call["flops"] - fwd["flops"]))

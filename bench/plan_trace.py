@@ -94,8 +94,9 @@ class Tracer(TorchDispatchMode):
     storage is its base's, so `t()` of a weight is not a new allocation.
     """
 
-    def __init__(self, exclude=()):
+    def __init__(self, exclude=(), cuda: bool = True):
         super().__init__()
+        self._round = rounded if cuda else (lambda n: n)  # the CPU allocator does not round
         self._known: set[int] = set()
         for item in exclude:
             tensors = [item] if isinstance(item, torch.Tensor) else [*item.parameters(), *item.buffers()]
@@ -123,7 +124,7 @@ class Tracer(TorchDispatchMode):
                 key = id(storage)
                 if key in self._known or key in self._counted:
                     continue
-                nbytes = rounded(storage.nbytes())
+                nbytes = self._round(storage.nbytes())
                 self._counted[key] = nbytes
                 res.live += nbytes
                 weakref.finalize(storage, self._free, key)
