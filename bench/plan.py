@@ -90,6 +90,16 @@ def check_gpu(name: str) -> str:
     return name
 
 
+def gpu_for(device_name: str, total_memory: int) -> str:
+    """The GPUS entry of a CUDA device, by name and memory ('NVIDIA A100-SXM4-80GB' -> a100-80gb); the
+    H100 when none matches (memory is still judged against the device's own size)."""
+    flat = device_name.lower().replace(" ", "").replace("-", "")
+    known = [g for g in GPUS.values() if g.name.split("-")[0] in flat]
+    if not known:
+        return "h100"
+    return min(known, key=lambda g: abs(g.memory_gib * GIB - total_memory)).name
+
+
 def check_protocol(name: str) -> str:
     if name not in PROTOCOLS:
         raise ConfigError(f"protocol {name!r} is not accepted: use one of {PROTOCOLS}")
@@ -304,10 +314,16 @@ def check_device(device: str) -> str:
     return device
 
 
+def _element_bits(precision: str) -> int:
+    # fp16 and bf16 tensors have the same sizes and run at the same roofline rate: one trace serves both
+    return _dtype(precision).itemsize * 8
+
+
 def _trace_key(c: dict, protocol: str, device: str) -> dict:
-    return {k: c[k] for k in ("arch", "resolution", "batch", "precision", "text_encoder_precision", "checkpointing",
-                              "guidance", "train_padding", "classifier", "seed")} | {"protocol": protocol,
-                                                                                     "device": device}
+    return {k: c[k] for k in ("arch", "resolution", "batch", "checkpointing", "guidance", "train_padding",
+                              "classifier", "seed")} | {
+        "unet_bits": _element_bits(c["precision"]), "text_bits": _element_bits(c["text_encoder_precision"]),
+        "protocol": protocol, "device": device}
 
 
 
@@ -376,7 +392,8 @@ def trace_call(c: dict, with_grad: bool = True, device: str = "cuda") -> dict:
     """One guided UNet call of the config's rollout, wrapped as rollout() wraps it for the checkpointing
     mode. With gradient: `retained` = bytes it keeps until backward (live after its forward, output
     excluded), FLOPs and seconds of forward + backward + recomputation. Without: its forward only."""
-    key = {k: c[k] for k in ("arch", "resolution", "batch", "precision", "guidance", "train_padding")}
+    key = {k: c[k] for k in ("arch", "resolution", "batch", "guidance", "train_padding")}
+    key["unet_bits"] = _element_bits(c["precision"])
     key["mode"] = c["checkpointing"] if with_grad else "no-grad"
     key["device"] = device
     return _cached("call", key, lambda: _trace_call(c, with_grad, device))

@@ -161,7 +161,7 @@ def describe_spec(rows: list[dict], name: str, gpu: str, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def write_spec_outputs(rows: list[dict], out: Path, title: str) -> list[Path]:
+def write_spec_outputs(rows: list[dict], out: Path, title: str, protocol: str, capacity_gib: float) -> list[Path]:
     """plan.csv and the planned memory-vs-depth figure with the anchor's measured points."""
     from .plan_figure import planned_memory_figure
 
@@ -171,7 +171,7 @@ def write_spec_outputs(rows: list[dict], out: Path, title: str) -> list[Path]:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    return [table, *planned_memory_figure(rows, out, title)]
+    return [table, *planned_memory_figure(rows, out, title, protocol, capacity_gib)]
 
 
 # --- the command ----------------------------------------------------------------------------------
@@ -215,7 +215,8 @@ def plan_command(
         capacity = P.parse_size(memory) if memory else None
         if spec is not None:
             rows = plan_spec(spec, gpu, protocol, capacity)
-            written = write_spec_outputs(rows, out, spec.stem) if out is not None else []
+            capacity_gib = (capacity or P.GPUS[gpu].memory_gib * GIB) / GIB
+            written = write_spec_outputs(rows, out, spec.stem, protocol, capacity_gib) if out is not None else []
             if as_json:
                 print(json.dumps(rows, indent=1))
             else:

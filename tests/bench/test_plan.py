@@ -1,0 +1,226 @@
+"""The planner (bench/plan.py, bench/plan_trace.py, `dct bench plan`): its byte accounting against hand
+counts and exact CPU measurements, and its predictions against the H200 anchor."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench import plan as P
+from bench.plan_trace import Tracer, fused_attention
+
+
+@pytest.fixture(autouse=True)
+def _plan_cache(tmp_path, monkeypatch):
+    """Every test traces afresh: a stale cached trace must not hide a broken tracer."""
+    monkeypatch.setenv("DCT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(P, "_MEMO", {})
+
+
+class ConvAttention(nn.Module):
+    """One conv, one single-head self-attention over its pixels, one projection."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 64, 3, padding=1, bias=False)
+        self.proj = nn.Linear(64, 64)
+
+    def forward(self, x):
+        y = self.conv(x)  # (1, 64, 16, 16)
+        q = y.flatten(2).transpose(1, 2)[:, None]  # (1, 1, 256, 64): a view of y
+        return self.proj(F.scaled_dot_product_attention(q, q, q))
+
+
+def _trace_conv_attention(fused: bool) -> Tracer:
+    with torch.device("meta"):
+        model = ConvAttention()
+    model.requires_grad_(False)
+    x = torch.randn(1, 4, 16, 16, device="meta", requires_grad=True)
+    tracer = Tracer(exclude=[model, x])
+    with fused_attention() if fused else contextlib.nullcontext(), tracer:
+        loss = model(x).sum()
+        tracer.mark("forward")
+        loss.backward()
+        tracer.mark("end")
+    return tracer
+
+
+def test_saved_bytes_of_conv_and_attention_match_a_hand_count():
+    tracer = _trace_conv_attention(fused=True)
+    conv_out = 64 * 16 * 16 * 4  # saved by attention as q, k and v: three views, one storage
+    attn_out = 256 * 64 * 4  # saved by attention (and by the projection, as a view)
+    logsumexp = 256 * 4  # fp32, one per query (256 is a multiple of the kernel's 32-row padding)
+    philox = 2 * 512  # seed and offset, 8 bytes each, each one 512-byte allocator block
+    loss = 512  # a 4-byte scalar, one block
+    # the projection's output is freed once summed; its weight's transpose is a view of a parameter
+    assert tracer.result.marks["forward"] == conv_out + attn_out + logsumexp + philox + loss
+    # after backward only the loss and the input's gradient are left
+    assert tracer.result.marks["end"] == loss + 4 * 16 * 16 * 4
+
+
+def test_math_attention_would_save_the_attention_matrix():
+    fused = _trace_conv_attention(fused=True).result.marks["forward"]
+    math = _trace_conv_attention(fused=False).result.marks["forward"]
+    assert math - fused >= 256 * 256 * 4  # at least one (L x L) fp32 matrix more
+
+
+def test_flops_are_flop_counter_modes():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = ConvAttention()
+    model.requires_grad_(False)
+    x = torch.randn(1, 4, 16, 16, device="meta", requires_grad=True)
+    counter = FlopCounterMode(display=False)
+    with fused_attention(), counter:
+        model(x).sum().backward()
+    assert _trace_conv_attention(fused=True).result.flops == counter.get_total_flops() > 0
+
+
+@pytest.mark.world
+@pytest.mark.parametrize("depth", [1, 3])
+def test_cpu_plan_of_the_tiny_world_matches_the_bytes_its_step_saves(depth):
+    """The planner's activation bytes (traced on meta, extra depth by arithmetic) against the storages
+    autograd really saves in the same step on the CPU (saved-tensor hooks, weights excluded)."""
+    from bench.cells_step import prepare, train_config
+    from dct.pipeline import make_scheduler
+    from dct.token import ClassTokens
+    from dct.train import dct_loss, prepare_parts
+
+    c = P.validate(dict(arch="tiny", depth=depth, checkpointing="none", precision="fp32", batch=2, steps=4))
+    p = P.plan(c, device="cpu")
+    predicted = p.activations_bytes + p.vae_decode_bytes + p.classifier_bytes
+
+    setup = prepare(c, "cpu")
+    cfg = train_config(c)
+    prepare_parts(setup.parts, cfg)
+    tokens = ClassTokens(setup.parts.tokenizer, setup.parts.text_encoder, [cfg.placeholder], cfg.init_word)
+    modules = (setup.parts.unet, setup.parts.vae, setup.parts.text_encoder, setup.classifier, tokens)
+    weights = {id(t.untyped_storage()) for m in modules for t in [*m.parameters(), *m.buffers()]}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        if id(t.untyped_storage()) not in weights:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    prompts = [setup.templates[0].format(f"{cfg.placeholder} {setup.class_name}")] * 2
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            dct_loss(setup.parts, tokens, setup.classifier, make_scheduler(cfg.scheduler, setup.parts.scheduler),
+                     cfg, prompts, torch.randn(2, 4, 8, 8), torch.full((2,), setup.target))
+    finally:
+        tokens.remove()
+    measured = sum(saved.values())
+    assert predicted == pytest.approx(measured, rel=0.01)
+
+
+def _anchor(arch, batch, ckpt, depth):
+    return next(r for r in P.anchor_rows() if P.anchor_key(r) == (arch, batch, ckpt, depth))
+
+
+def test_anchor_sd15_both_depth_1_and_30():
+    """The fast anchor check (one step trace): memory within 10% and time within 1.5x at both depths."""
+    for depth in (1, 30):
+        row = _anchor("sd15", 1, "both", depth)
+        p = P.plan(P.anchor_config(row), gpu="h200", protocol="anchor-h200")
+        assert p.peak_bytes / P.GIB == pytest.approx(float(row["peak_gib"]), rel=0.10)
+        assert 1 / 1.5 <= p.seconds / float(row["sec"]) <= 1.5
+
+
+# Rows whose seconds include CUDA's warm-up (the first row of each of the anchor's tables, anchor-h200.md)
+WARMUP_ROWS = {("sd15", 1, "none", 1), ("sd21base", 1, "none", 1), ("sd15", 4, "none", 1)}
+
+
+@pytest.mark.slow
+def test_anchor_validation():
+    """Every anchor row but the calibration row within 10% (the OOM row predicted not to fit), the
+    authors' code rows within 10%, the time within 1.5x at depth 1 and 30 for none and both (batch 1),
+    and the calibration constants reproduce from their rows (about 1.5 minutes on 2 cores)."""
+    rows = P.validation()
+    for r in rows:
+        key = (r["arch"], r["batch"], r["ckpt"], r["depth"])
+        if r["status"] == "OOM":
+            assert not r["fits"], r
+        elif key != P.MEMORY_CALIBRATION_ROW or r["status"] == "reference-code":
+            assert abs(r["error"]) <= 0.10, r
+        if (r["status"] == "ok" and r["batch"] == 1 and r["ckpt"] in ("none", "both") and r["depth"] in (1, 30)
+                and key not in WARMUP_ROWS):
+            assert 1 / 1.5 <= r["time_factor"] <= 1.5, r
+    assert len([r for r in rows if r["status"] == "reference-code"]) == 2
+    constants = P.calibrate()
+    assert constants["UNTRACED_BYTES_PER_IMAGE"] == pytest.approx(P.UNTRACED_BYTES_PER_IMAGE, rel=0.01)
+    assert constants["TIME_EFFICIENCY"] == pytest.approx(P.TIME_EFFICIENCY, rel=0.01)
+
+
+def test_depth_adds_one_call_per_step_and_checkpointing_orders_memory():
+    c = dict(arch="tiny", weights="random", classifier="tiny-random", batch=1, steps=10)
+    peaks = {mode: [P.plan({**c, "checkpointing": mode, "depth": d}).peak_bytes for d in (1, 2, 10)]
+             for mode in ("none", "both")}
+    none, both = peaks["none"], peaks["both"]
+    assert none[2] - none[1] == 8 * (none[1] - none[0]) > 0  # linear in depth
+    assert both[2] - both[0] < (none[1] - none[0])  # both keeps only each call's inputs
+    assert both[2] < none[2]
+
+
+@pytest.mark.parametrize("text, expected", [("24GiB", 24 * 2**30), ("24 GB", 24 * 2**30), ("80G", 80 * 2**30),
+                                            ("512MiB", 512 * 2**20), ("1.5GiB", int(1.5 * 2**30))])
+def test_parse_size(text, expected):
+    assert P.parse_size(text) == expected
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--fit", "24XB"], "'24XB'"), (["--arch", "sd14"], "'sd14'"), (["--depth", "31"], "depth=31"),
+    (["--gpu", "v100"], "'v100'"), (["--checkpointing", "all"], "'all'"), (["--protocol", "x"], "'x'"),
+])
+def test_bad_input_is_one_line_on_stderr_and_exit_2(args, named):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    result = CliRunner().invoke(app, ["bench", "plan", *args])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and named in lines[0] and "accepted" in lines[0], result.stderr
+
+
+def test_json_is_only_json_on_stdout():
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    args = ["bench", "plan", "--arch", "tiny", "--depth", "2", "--json", "--memory", "1GiB"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["grad_calls"] == 2 and plan["fits"] and plan["capacity_bytes"] == 2**30
+    assert plan["peak_bytes"] == sum(plan[k] for k in ("weights_bytes", "workspace_bytes", "activations_bytes",
+                                                       "vae_decode_bytes", "classifier_bytes", "transient_bytes",
+                                                       "calibration_bytes", "reference_code_bytes"))
+
+
+def test_text_output_fits_80_columns_and_fit_lists_every_mode():
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    runner = CliRunner()
+    text = runner.invoke(app, ["bench", "plan", "--arch", "tiny", "--steps", "10"]).stdout
+    fit = runner.invoke(app, ["bench", "plan", "--arch", "tiny", "--steps", "10", "--fit", "90MiB", "--json"])
+    assert "peak (max_memory_allocated)" in text and max(len(ln) for ln in text.splitlines()) <= 80
+    modes = json.loads(fit.stdout)["modes"]
+    assert [m["checkpointing"] for m in modes] == ["none", "block", "step", "both"]
+    for m in modes:  # what --fit reports fits, one more does not
+        c = dict(arch="tiny", steps=10, checkpointing=m["checkpointing"])
+        if 0 < m["deepest_depth"] < m["unet_calls"]:
+            assert P.plan({**c, "depth": m["deepest_depth"]}, capacity=90 * 2**20).fits
+            assert not P.plan({**c, "depth": m["deepest_depth"] + 1}, capacity=90 * 2**20).fits
+        if 0 < m["largest_batch"] < 64:
+            assert P.plan({**c, "batch": m["largest_batch"]}, capacity=90 * 2**20).fits
+            assert not P.plan({**c, "batch": m["largest_batch"] + 1}, capacity=90 * 2**20).fits
