@@ -238,25 +238,34 @@ def _run_cells(spec: Spec, cells: list[Cell], result: GridResult, store_path: Pa
             _print_outcome(console, cell, row)
 
 
-def _plan_cell(cell: Cell, device: str, console: Console) -> dict | None:
-    """The planner's prediction of a step cell on `device` (bench.plan), or None when it cannot plan it
-    (the cell then runs as without planning)."""
+def _cuda_device(device: str) -> tuple[str, int] | None:
+    """(name, total memory in bytes) of a CUDA device; None for the CPU."""
+    if not device.startswith("cuda"):
+        return None
     import torch
 
+    props = torch.cuda.get_device_properties(torch.device(device))
+    return props.name, props.total_memory
+
+
+def _plan_cell(cell: Cell, device: str, console: Console) -> dict | None:
+    """The planner's prediction of a step cell on `device` (bench.plan), or None when it cannot plan it
+    (the cell then runs as without planning). On the CPU every cell 'fits': only its FLOPs are used."""
     try:
         from . import plan as P
 
-        if device.startswith("cuda"):
-            props = torch.cuda.get_device_properties(torch.device(device))
-            p = P.plan(cell.config, gpu=P.gpu_for(props.name, props.total_memory), capacity=props.total_memory)
+        cuda = _cuda_device(device)
+        if cuda is not None:
+            p = P.plan(cell.config, gpu=P.gpu_for(*cuda), capacity=cuda[1])
         else:
             p = P.plan(cell.config, device="cpu")
     except Exception as e:  # a planner bug must not stop a grid: say so and run the cell
         console.print(f"[yellow]could not plan {cell.label}[/]: {type(e).__name__}: {e}", highlight=False)
         return None
-    return {"fits": p.fits, "peak_gib": p.peak_bytes / 2**30, "capacity_gib": p.capacity_bytes / 2**30,
+    return {"fits": p.fits or cuda is None, "peak_gib": p.peak_bytes / 2**30,
+            "capacity_gib": p.capacity_bytes / 2**30,
             "metrics": {"plan_peak_bytes": p.peak_bytes, "plan_flops": p.flops, "plan_seconds": p.seconds,
-                        "plan_gpu": p.gpu, "plan_capacity_bytes": p.capacity_bytes}}
+                        "plan_gpu": p.gpu if cuda else None, "plan_device": "cuda" if cuda else "cpu"}}
 
 
 def _worker():

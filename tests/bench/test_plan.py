@@ -224,3 +224,41 @@ def test_text_output_fits_80_columns_and_fit_lists_every_mode():
         if 0 < m["largest_batch"] < 64:
             assert P.plan({**c, "batch": m["largest_batch"]}, capacity=90 * 2**20).fits
             assert not P.plan({**c, "batch": m["largest_batch"] + 1}, capacity=90 * 2**20).fits
+
+
+def test_grid_records_predicted_oom_instead_of_running_and_plan_flops_on_rows(tmp_path, monkeypatch):
+    """A GPU grid (the CPU posing as a GPU as small as the depth-1 cell's predicted peak): the cell
+    predicted not to fit is written as predicted-oom with its prediction and never started; the other is
+    started and its row carries the plan's FLOPs; --no-plan (plan=False) starts every cell."""
+    import io
+
+    from rich.console import Console
+
+    from bench import grid
+    from bench.spec import parse_spec
+    from bench.store import load_cells
+
+    fixed = {"arch": "tiny", "weights": "random", "classifier": "tiny-random", "steps": 3, "n_steps": 1, "warmup": 0}
+    small = P.plan({**fixed, "depth": 1}).peak_bytes
+    assert P.plan({**fixed, "depth": 3}).peak_bytes > small
+    monkeypatch.setattr(grid, "_cuda_device", lambda device: ("NVIDIA H100 80GB HBM3", small))
+    started = []
+
+    class Worker:  # records what would have been started; running the tiny cells is test_cells_step's job
+        @staticmethod
+        def run_in_child(job, **kwargs):
+            started.append(job["config"]["depth"])
+            return {"status": "ok", "error": None, "traceback": None, "metrics": {"grad_status": "ok"}}
+
+    monkeypatch.setattr(grid, "_worker", lambda: Worker)
+    spec = parse_spec({"experiment": {"name": "plan-smoke", "cell": "step", "warmup_steps": 0},
+                       "fixed": fixed, "axes": {"depth": [1, 3]}}, store=tmp_path / "store")
+    quiet = Console(file=io.StringIO(), width=200)
+    result = grid.run_grid(spec, device="cpu", console=quiet, show_progress=False)
+    assert [status for _, status in result.ran] == ["ok", "predicted-oom"] and started == [1]
+    cells = load_cells(tmp_path / "store").set_index("cfg_depth")
+    assert cells.loc[3, "metric_plan_peak_bytes"] > small >= cells.loc[1, "metric_plan_peak_bytes"]
+    assert "predicted peak" in cells.loc[3, "error"] and "--no-plan" in cells.loc[3, "error"]
+    assert cells.loc[1, "metric_plan_flops"] > 0 and cells.loc[1, "metric_grad_status"] == "ok"
+    result = grid.run_grid(spec, device="cpu", console=quiet, show_progress=False, plan=False)
+    assert [status for _, status in result.ran] == ["ok"] and started == [1, 3]
