@@ -135,7 +135,7 @@ def _dtype(name: str) -> torch.dtype:
 
 
 @functools.lru_cache(maxsize=4)
-def meta_parts(arch: str, precision: str, text_encoder_precision: str):
+def meta_parts(arch: str, precision: str, text_encoder_precision: str, weights: str | None = None):
     """dct.pipeline.Parts on the meta device: the full-size archs from dct.archs' configs, the tiny world or
     a diffusers folder from its config files. No weights are read or allocated."""
     from dct.pipeline import Parts
@@ -149,7 +149,11 @@ def meta_parts(arch: str, precision: str, text_encoder_precision: str):
         from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
         from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-        if arch == "tiny":
+        if arch == "tiny" and weights == "random":  # the tiny random pipeline: its own (cached) folder
+            from dct.archs import tiny_random_dir
+
+            folder = tiny_random_dir()
+        elif arch == "tiny":
             from dct.world.paths import default_pipeline_dir
 
             folder = default_pipeline_dir()
@@ -171,6 +175,10 @@ def meta_parts(arch: str, precision: str, text_encoder_precision: str):
         m.eval()
     return Parts(tokenizer=tokenizer, text_encoder=text, unet=unet, vae=vae, scheduler=scheduler,
                  source=f"meta:{arch}", device=torch.device("meta"))
+
+
+def _parts(c: dict):
+    return meta_parts(c["arch"], c["precision"], c["text_encoder_precision"], c.get("weights"))
 
 
 @functools.lru_cache(maxsize=4)
@@ -320,8 +328,8 @@ def _element_bits(precision: str) -> int:
 
 
 def _trace_key(c: dict, protocol: str, device: str) -> dict:
-    return {k: c[k] for k in ("arch", "resolution", "batch", "checkpointing", "guidance", "train_padding",
-                              "classifier", "seed")} | {
+    return {k: c[k] for k in ("arch", "weights", "resolution", "batch", "checkpointing", "guidance",
+                              "train_padding", "classifier", "seed")} | {
         "unet_bits": _element_bits(c["precision"]), "text_bits": _element_bits(c["text_encoder_precision"]),
         "protocol": protocol, "device": device}
 
@@ -348,7 +356,7 @@ def _trace_step(c: dict, protocol: str, device: str) -> dict:
 
     from .cells_step import train_config
 
-    parts = meta_parts(c["arch"], c["precision"], c["text_encoder_precision"])
+    parts = _parts(c)
     classifier, target, class_name, templates = meta_classifier(c["classifier"], c["seed"])
     cfg = train_config({**c, "arch": "tiny", "scheduler": "ddim", "steps": 2, "depth": 1, "batch": c["batch"],
                         "images_per_update": c["batch"]})
@@ -392,7 +400,7 @@ def trace_call(c: dict, with_grad: bool = True, device: str = "cuda") -> dict:
     """One guided UNet call of the config's rollout, wrapped as rollout() wraps it for the checkpointing
     mode. With gradient: `retained` = bytes it keeps until backward (live after its forward, output
     excluded), FLOPs and seconds of forward + backward + recomputation. Without: its forward only."""
-    key = {k: c[k] for k in ("arch", "resolution", "batch", "guidance", "train_padding")}
+    key = {k: c[k] for k in ("arch", "weights", "resolution", "batch", "guidance", "train_padding")}
     key["unet_bits"] = _element_bits(c["precision"])
     key["mode"] = c["checkpointing"] if with_grad else "no-grad"
     key["device"] = device
@@ -404,7 +412,7 @@ def _trace_call(c: dict, with_grad: bool, device: str) -> dict:
 
     from dct.rollout import set_block_checkpointing
 
-    parts = meta_parts(c["arch"], c["precision"], c["text_encoder_precision"])
+    parts = _parts(c)
     unet, dtype = parts.unet, _dtype(c["precision"])
     mode = c["checkpointing"]
     set_block_checkpointing(unet, with_grad and mode in ("block", "both"))
@@ -479,7 +487,7 @@ class Plan:
 
 
 def parts_resolution(c: dict) -> int:
-    return meta_parts(c["arch"], c["precision"], c["text_encoder_precision"]).resolution
+    return _parts(c).resolution
 
 
 def reference_code_extra(c: dict) -> int:
@@ -488,7 +496,7 @@ def reference_code_extra(c: dict) -> int:
     gradient for every classifier weight; Accelerate's fp16 autocast casts each text-encoder Linear
     weight to fp16 and saves the cast for backward, in both text-encoder passes with gradient (the
     prompt and the empty prompt)."""
-    parts = meta_parts(c["arch"], c["precision"], c["text_encoder_precision"])
+    parts = _parts(c)
     classifier = meta_classifier(c["classifier"], c["seed"])[0]
     classifier_grads = sum(rounded(p.numel() * 4) for p in classifier.parameters())
     linear_casts = sum(rounded(m.weight.numel() * 2) for m in parts.text_encoder.modules()
@@ -497,7 +505,7 @@ def reference_code_extra(c: dict) -> int:
 
 
 def weights_bytes(c: dict, protocol: str, cuda: bool = True) -> int:
-    parts = meta_parts(c["arch"], c["precision"], c["text_encoder_precision"])
+    parts = _parts(c)
     classifier = meta_classifier(c["classifier"], c["seed"])[0]
     total = sum(param_bytes(m, cuda) for m in (parts.unet, parts.vae, parts.text_encoder, classifier))
     if protocol == "reference-code":
@@ -565,18 +573,22 @@ ANCHOR_CSV = Path(__file__).resolve().parent / "plan_data" / "anchor-h200.csv"
 REFERENCE_CODE = {"sd15": (9.01, 1.65), "sd21base": (10.56, 2.34)}
 
 
-def anchor_rows() -> list[dict]:
+def anchor_rows(path: Path = ANCHOR_CSV) -> list[dict]:
+    """Rows of the anchor CSV, or of any CSV in its layout (bench/gpu's fullsize-<GPU>.csv)."""
     import csv
 
-    lines = [ln for ln in ANCHOR_CSV.read_text().splitlines() if ln and not ln.startswith("#")]
+    lines = [ln for ln in Path(path).read_text().splitlines() if ln and not ln.startswith("#")]
     return list(csv.DictReader(lines))
 
 
 def anchor_config(row: dict) -> dict:
-    """The step cell config an anchor row measured (no loss scaling: fp16-noscale)."""
-    return dict(arch=row["arch"], resolution=int(row["res"]), scheduler="ddim", steps=int(row["T"]),
-                guidance=7.0, batch=int(row["batch"]), checkpointing=row["ckpt"], depth=int(row["depth"]),
-                precision="fp16-noscale" if row["dtype"] == "float16" else "bf16", classifier="vit-l16-random")
+    """The step cell config an anchor row measured (the anchor: DDIM, fp16 without loss scaling; a
+    bench/gpu CSV names its scheduler, precision and images per update)."""
+    return dict(arch=row["arch"], resolution=int(row["res"]), scheduler=row.get("scheduler") or "ddim",
+                steps=int(row["T"]), guidance=7.0, batch=int(row["batch"]), checkpointing=row["ckpt"],
+                depth=int(row["depth"]), classifier="vit-l16-random",
+                precision=row.get("precision") or ("fp16-noscale" if row["dtype"] == "float16" else "bf16"),
+                images_per_update=int(row.get("images_per_update") or row["batch"]))
 
 
 def reference_code_config(arch: str) -> dict:
@@ -587,29 +599,30 @@ def anchor_key(row: dict) -> tuple:
     return (row["arch"], int(row["batch"]), row["ckpt"], int(row["depth"]))
 
 
-def validation(calibrated: bool = True) -> list[dict]:
+def validation(calibrated: bool = True, path: Path | None = None, gpu: str = "h200",
+               protocol: str = "anchor-h200") -> list[dict]:
     """Every anchor row and the two reference-code rows, predicted and measured, with the error; rows
-    that calibrated a constant say so (`role`)."""
+    that calibrated a constant say so (`role`). With `path` (a bench/gpu CSV, measured with this
+    repository's rollout: protocol dct) its rows instead, and no reference-code rows."""
     out = []
-    for row in anchor_rows():
-        p = plan(anchor_config(row), gpu="h200", protocol="anchor-h200", calibrated=calibrated)
+    for row in anchor_rows(path or ANCHOR_CSV):
+        p = plan(anchor_config(row), gpu=gpu, protocol=protocol, calibrated=calibrated)
         key = anchor_key(row)
-        role = "calibrates memory" if key == MEMORY_CALIBRATION_ROW else "validates"
-        if key == TIME_CALIBRATION_ROW:
+        role = "calibrates memory" if path is None and key == MEMORY_CALIBRATION_ROW else "validates"
+        if path is None and key == TIME_CALIBRATION_ROW:
             role += ", calibrates time"
         measured = float(row["peak_gib"]) if row["status"] == "ok" else None
         sec = float(row["sec"]) if row["status"] == "ok" else None
         out.append(dict(arch=row["arch"], batch=key[1], ckpt=key[2], depth=key[3], status=row["status"],
                         measured_gib=measured, predicted_gib=p.peak_bytes / GIB, fits=p.fits,
                         error=(p.peak_bytes / GIB / measured - 1) if measured else None, measured_s=sec,
-                        predicted_s=p.seconds, time_factor=(p.seconds / sec) if sec else None,
-                        first_row=len([r for r in out if r["arch"] == row["arch"]]) == 0, role=role))
-    for arch, (gib, sec_per_image) in REFERENCE_CODE.items():
+                        predicted_s=p.seconds, time_factor=(p.seconds / sec) if sec else None, role=role))
+    for arch, (gib, sec_per_image) in (REFERENCE_CODE.items() if path is None else ()):
         p = plan(reference_code_config(arch), gpu="h200", protocol="reference-code", calibrated=calibrated)
         out.append(dict(arch=arch, batch=1, ckpt="block", depth=2, status="reference-code", measured_gib=gib,
                         predicted_gib=p.peak_bytes / GIB, fits=p.fits, error=p.peak_bytes / GIB / gib - 1,
                         measured_s=sec_per_image * 5, predicted_s=p.seconds,
-                        time_factor=p.seconds / (sec_per_image * 5), first_row=False, role="validates"))
+                        time_factor=p.seconds / (sec_per_image * 5), role="validates"))
     return out
 
 
@@ -626,8 +639,31 @@ def calibrate() -> dict:
     return {"UNTRACED_BYTES_PER_IMAGE": per_image, "TIME_EFFICIENCY": round(efficiency, 4)}
 
 
+def validation_markdown(rows: list[dict]) -> str:
+    """The validation as a markdown table (results/plan/validation.md)."""
+    out = ["| arch | batch | ckpt | depth | measured GiB | predicted GiB | error | measured s | predicted s "
+           "| time x | role |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        meas = f"{r['measured_gib']:.2f}" if r["measured_gib"] is not None else r["status"]
+        err = f"{r['error'] * 100:+.1f}%" if r["error"] is not None else ("predicted OOM" if not r["fits"] else "-")
+        sec = f"{r['measured_s']:.2f}" if r["measured_s"] is not None else "-"
+        factor = f"{r['time_factor']:.2f}" if r["time_factor"] is not None else "-"
+        role = r["role"] + (" (authors' code, 5 images)" if r["status"] == "reference-code" else "")
+        out.append(f"| {r['arch']} | {r['batch']} | {r['ckpt']} | {r['depth']} | {meas} | {r['predicted_gib']:.2f} "
+                   f"| {err} | {sec} | {r['predicted_s']:.2f} | {factor} | {role} |")
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
     import sys
 
     if sys.argv[1:] == ["calibrate"]:
         print(json.dumps(calibrate(), indent=1))
+    elif sys.argv[1:2] == ["validate"] and len(sys.argv) <= 4:
+        # validate [CSV GPU]: a bench/gpu measurement (this repository's rollout) instead of the anchor
+        csv_path = Path(sys.argv[2]) if len(sys.argv) > 2 else None
+        gpu_name = sys.argv[3] if len(sys.argv) > 3 else "h200"
+        print(validation_markdown(validation(path=csv_path, gpu=gpu_name,
+                                             protocol="dct" if csv_path else "anchor-h200")))
+    else:
+        sys.exit("usage: python -m bench.plan calibrate | validate [fullsize-<GPU>.csv GPU]")

@@ -62,6 +62,10 @@ def planned_memory_figure(rows: list[dict], out: Path, title: str, protocol: str
         handles.append(Line2D([], [], color="grey", ls=":", label=f"device memory ({capacity_gib:.0f} GiB)"))
     fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False, fontsize=9)
     fig.suptitle(f"{title}: planned peak memory vs depth (fp16, 512 px)", fontsize=11)
+    if protocol != "anchor-h200":  # the anchor ran an older rollout: say where they must differ
+        fig.text(0.5, 0.005, "The anchor was measured with the rollout of d6273e2: VAE not checkpointed in "
+                 "'step' mode, full guidance batch in the first call with gradient (--protocol anchor-h200).",
+                 ha="center", va="bottom", fontsize=8, color="#444444")
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "memory-vs-depth.png", out / "memory-vs-depth.svg"]
     for path in paths:
