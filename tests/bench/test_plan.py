@@ -262,3 +262,33 @@ def test_grid_records_predicted_oom_instead_of_running_and_plan_flops_on_rows(tm
     assert cells.loc[1, "metric_plan_flops"] > 0 and cells.loc[1, "metric_grad_status"] == "ok"
     result = grid.run_grid(spec, device="cpu", console=quiet, show_progress=False, plan=False)
     assert [status for _, status in result.ran] == ["ok"] and started == [1, 3]
+
+
+def test_memory_figure_draws_predictions_hollow_beside_measurements():
+    """A GPU store with measured cells and a predicted-oom cell: predictions are dashed lines of hollow
+    markers (every planned cell), measurements solid and filled, the predicted OOM marked as such."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from bench import columns as C
+    from bench import figures as F
+    from bench import figures_data as D
+
+    rows = [("ok", 1, 5.0, 5.2), ("ok", 2, 6.0, 6.1), ("predicted-oom", 30, None, 90.0)]
+    cells = pd.DataFrame([{C.STATUS: status, D.DEPTH: depth, D.CHECKPOINTING: "none", C.ORIGIN: "axes",
+                           C.LABEL: f"depth={depth}", C.CONFIG_HASH: f"h{depth}",
+                           C.PEAK_MEM_BYTES: None if peak is None else peak * 2**30,
+                           C.PLAN_PEAK_BYTES: plan * 2**30, C.DEVICE: "cuda:0",
+                           C.DEVICE_NAME: "NVIDIA H100 80GB HBM3, 79.1 GiB, CUDA 12.8"}
+                          for status, depth, peak, plan in rows])
+    data = D.StoreData(path=Path("."), name="planned", cells=D.add_depth(cells), curves=pd.DataFrame())
+    panel = F.memory_vs_depth(data, F.DrawOptions())[0]
+    lines = [ln for ax in panel.figure.axes for ln in ax.get_lines()
+             if len(ln.get_xdata()) > 1 and ln.get_marker() not in ("None", "", None)]  # not the capacity line
+    hollow = [ln for ln in lines if ln.get_markerfacecolor() == "none"]
+    filled = [ln for ln in lines if ln.get_markerfacecolor() != "none"]
+    assert [list(ln.get_xdata()) for ln in hollow] == [[1, 2, 30]] and hollow[0].get_linestyle() == "--"
+    assert list(hollow[0].get_ydata()) == pytest.approx([5.2, 6.1, 90.0])
+    assert [list(ln.get_xdata()) for ln in filled] == [[1, 2]]
+    assert any("OOM (predicted)" in mark for mark in panel.marks)
