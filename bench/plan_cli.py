@@ -120,7 +120,8 @@ def fit_table(config: dict, capacity: int, gpu: str, protocol: str) -> list[dict
 
 def describe_fit(rows: list[dict], capacity: int, config: dict) -> str:
     c = P.validate(dict(config))
-    lines = [f"What fits in {capacity / GIB:.1f} GiB: {Path(c['arch']).name}, {c['resolution'] or P.parts_resolution(c)} "
+    size = f"{capacity / GIB:.1f} GiB" if capacity >= GIB else f"{capacity / 2**20:.0f} MiB"
+    lines = [f"What fits in {size}: {Path(c['arch']).name}, {c['resolution'] or P.parts_resolution(c)} "
              f"px, {c['precision']}, {c['scheduler']} {c['steps']}",
              "",
              f"{'checkpointing':<14}{'deepest depth (batch ' + str(c['batch']) + ')':<28}"

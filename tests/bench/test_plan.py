@@ -211,19 +211,25 @@ def test_text_output_fits_80_columns_and_fit_lists_every_mode():
     from cli import app
 
     runner = CliRunner()
+    capacity = 100 * 2**20  # the tiny world at depth 1 needs about 90 MiB with the H200's workspaces
     text = runner.invoke(app, ["bench", "plan", "--arch", "tiny", "--steps", "10"]).stdout
-    fit = runner.invoke(app, ["bench", "plan", "--arch", "tiny", "--steps", "10", "--fit", "90MiB", "--json"])
+    fit = runner.invoke(app, ["bench", "plan", "--arch", "tiny", "--steps", "10", "--fit", "100MiB", "--json"])
     assert "peak (max_memory_allocated)" in text and max(len(ln) for ln in text.splitlines()) <= 80
     modes = json.loads(fit.stdout)["modes"]
     assert [m["checkpointing"] for m in modes] == ["none", "block", "step", "both"]
-    for m in modes:  # what --fit reports fits, one more does not
-        c = dict(arch="tiny", steps=10, checkpointing=m["checkpointing"])
-        if 0 < m["deepest_depth"] < m["unet_calls"]:
-            assert P.plan({**c, "depth": m["deepest_depth"]}, capacity=90 * 2**20).fits
-            assert not P.plan({**c, "depth": m["deepest_depth"] + 1}, capacity=90 * 2**20).fits
-        if 0 < m["largest_batch"] < 64:
-            assert P.plan({**c, "batch": m["largest_batch"]}, capacity=90 * 2**20).fits
-            assert not P.plan({**c, "batch": m["largest_batch"] + 1}, capacity=90 * 2**20).fits
+
+    def fits(mode, depth=1, batch=1):
+        return P.plan(dict(arch="tiny", steps=10, checkpointing=mode, depth=depth, batch=batch),
+                      capacity=capacity).fits
+
+    for m in modes:  # what --fit reports fits, and one more does not
+        mode, deepest, batch = m["checkpointing"], m["deepest_depth"], m["largest_batch"]
+        assert fits(mode, depth=max(deepest, 1)) == (deepest > 0)
+        assert deepest == m["unet_calls"] or not fits(mode, depth=deepest + 1)
+        assert fits(mode, batch=max(batch, 1)) == (batch > 0)
+        assert batch == 64 or not fits(mode, batch=batch + 1)
+    assert any(1 < m["largest_batch"] < 64 for m in modes)  # the batch search was exercised
+    assert any(0 < m["deepest_depth"] < m["unet_calls"] for m in modes)  # and the depth search
 
 
 def test_grid_records_predicted_oom_instead_of_running_and_plan_flops_on_rows(tmp_path, monkeypatch):
