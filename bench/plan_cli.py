@@ -87,18 +87,18 @@ def _batch_fits(config: dict, capacity: int, gpu: str, protocol: str) -> int:
     """Largest images per rollout that fit (0: not even one), up to MAX_FIT_BATCH. Peak memory is close to
     linear in the batch: extrapolate from batches 1 and 2, then trace around the estimate to confirm."""
 
+    def at(batch: int):
+        return P.plan({**config, "batch": batch, "images_per_update": batch}, gpu=gpu, protocol=protocol,
+                      capacity=capacity)
+
     def fits(batch: int) -> bool:
-        return P.plan({**config, "batch": batch, "images_per_update": batch}, gpu=gpu, protocol=protocol,
-                      capacity=capacity).fits
+        return at(batch).fits
 
-    def peak(batch: int) -> int:
-        return P.plan({**config, "batch": batch, "images_per_update": batch}, gpu=gpu, protocol=protocol,
-                      capacity=capacity).peak_bytes
-
-    if not fits(1):
+    one = at(1)
+    if not one.fits:
         return 0
-    per_image = max(peak(2) - peak(1), 1)
-    best = min(MAX_FIT_BATCH, 1 + (capacity - peak(1)) // per_image)
+    per_image = max(at(2).peak_bytes - one.peak_bytes, 1)
+    best = min(MAX_FIT_BATCH, 1 + (capacity - one.peak_bytes) // per_image)
     while best > 1 and not fits(best):
         best -= 1
     while best < MAX_FIT_BATCH and fits(best + 1):
