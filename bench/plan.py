@@ -14,13 +14,13 @@ checkpointing mode, is traced alone. Everything else is arithmetic, exact for th
 
     peak(depth)   = weights + cuBLAS workspaces + step peak at depth 1 + (depth - 1) x bytes one more
                     call with gradient keeps until backward (none: its saved tensors; block: its block
-                    inputs; step/both: its inputs) + the arch's calibration constant
+                    inputs; step/both: its inputs) + the calibrated untraced bytes per image
     FLOPs(depth)  = step FLOPs + (calls - 2) x no-grad call + (depth - 1) x (call with grad - no-grad call)
 
 The peak of a deeper rollout sits where the depth-1 peak sits (VAE / classifier backward, or one call's
 recomputation), with every extra call's retained bytes still live: nothing of an earlier call is freed
-before the backward reaches it. Traces are cached per (arch, resolution, batch, precision, mode,
-protocol, classifier) in memory and on disk (`dct.archs.cache_dir()/plan`), so a grid of any depths is
+before the backward reaches it. Traces are cached per (arch, resolution, batch, element size, mode,
+protocol, classifier, device) in memory and on disk (`dct.archs.cache_dir()/plan`), so a grid of any depths is
 arithmetic after the first cells.
 
 Protocols (what code the prediction is of):
@@ -28,8 +28,11 @@ Protocols (what code the prediction is of):
     anchor-h200    the rollout the H200 anchor was measured with (d6273e2): the first call with gradient
                    runs the full classifier-free-guidance batch with gradient, and the VAE is checkpointed
                    only with block checkpointing (today: in every mode but none)
-    reference-code the authors' run.py: as anchor-h200 but the VAE is never checkpointed, and the trained
-                   parameter is the whole fp32 embedding table (its gradient and AdamW's two moments)
+    reference-code the authors' run.py: as anchor-h200 but the VAE is never checkpointed; added by
+                   arithmetic (their code is not here to trace): the trained parameter is the whole
+                   fp32 embedding table (its gradient and AdamW's two moments), the classifier is
+                   never frozen (a fp32 gradient per weight), and Accelerate's fp16 autocast saves
+                   fp16 copies of the text encoder's Linear weights in both passes with gradient
 """
 
 from __future__ import annotations
@@ -38,7 +41,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -48,7 +50,7 @@ import torch
 
 from dct.errors import ConfigError
 
-from .plan_trace import CUDA_ROUND, GPUS, Tracer, fused_attention, rounded
+from .plan_trace import GPUS, Tracer, fused_attention, rounded
 
 GIB = 2**30
 PROTOCOLS = ("dct", "anchor-h200", "reference-code")
@@ -276,12 +278,27 @@ def _vae_checkpointed(protocol: str, mode: str) -> bool:
 # --- traces -------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1)
+def _code_hash() -> str:
+    """The traced code and the tracer: a change to either makes every cached trace stale."""
+    import dct.rollout
+    import dct.token
+    import dct.train
+
+    from . import plan_trace
+
+    files = [Path(m.__file__) for m in (dct.rollout, dct.token, dct.train, plan_trace)] + [Path(__file__)]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
+
+
 def _cache_path(key: dict) -> Path:
     from dct.archs import cache_dir
 
     import diffusers
+    import transformers
 
-    text = json.dumps({**key, "v": TRACE_VERSION, "torch": torch.__version__, "diffusers": diffusers.__version__},
+    text = json.dumps({**key, "v": TRACE_VERSION, "code": _code_hash(), "torch": torch.__version__,
+                       "diffusers": diffusers.__version__, "transformers": transformers.__version__},
                       sort_keys=True)
     return cache_dir() / "plan" / f"{hashlib.sha256(text.encode()).hexdigest()[:20]}.json"
 
