@@ -43,7 +43,7 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -54,7 +54,7 @@ from .plan_trace import GPUS, Tracer, fused_attention, rounded
 
 GIB = 2**30
 PROTOCOLS = ("dct", "anchor-h200", "reference-code")
-TRACE_VERSION = 1  # bump when what a trace measures changes: invalidates the disk cache
+TRACE_VERSION = 2  # bump when what a trace measures changes: invalidates the disk cache
 
 # The one calibrated memory constant (for every arch: the untraced bytes sit in the shared VAE decode and
 # classifier): bytes per image of the rollout at 512 px (scaled by pixel count), added to every
@@ -63,11 +63,13 @@ TRACE_VERSION = 1  # bump when what a trace measures changes: invalidates the di
 # row, MEMORY_CALIBRATION_ROW, divided by its images; every other anchor row validates it (README
 # "Planning a GPU run"). `python -m bench.plan calibrate` recomputes it.
 MEMORY_CALIBRATION_ROW = ("sd15", 4, "both", 1)  # arch, batch, checkpointing, depth
-UNTRACED_BYTES_PER_IMAGE = 310_402_800  # 0.289 GiB
-# One roofline efficiency (achieved fraction of the per-op roofline), calibrated on one anchor row and
-# used for every GPU (only the H200 has been measured).
+UNTRACED_BYTES_PER_IMAGE = 310_402_032  # 0.289 GiB
+# Time = the per-op roofline (bench/plan_trace.py) + a launch cost per kernel: at batch 1 a DCT step
+# is bound by kernel launches (the H200 runs a batch-4 step in about the time of a batch-1 step), so a
+# roofline scaled by one efficiency cannot describe both. The cost (host launch and dispatch overhead,
+# taken to be the same on every GPU) is calibrated on one anchor row; only the H200 has been measured.
 TIME_CALIBRATION_ROW = ("sd15", 1, "block", 5)
-TIME_EFFICIENCY = 0.1182
+LAUNCH_SECONDS = 4.2e-05  # 42 us per kernel (launch + host dispatch)
 
 
 # --- parsing ------------------------------------------------------------------------------------------
@@ -488,9 +490,10 @@ class Plan:
     peak_bytes: int
     capacity_bytes: int
     flops: float
-    seconds: float
+    kernels: int  # kernel launches of the step
+    roofline_seconds: float
+    seconds: float  # roofline + kernels x LAUNCH_SECONDS
     trace_seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
     @property
     def fits(self) -> bool:
@@ -571,16 +574,20 @@ def plan(config: dict, *, gpu: str = "h200", protocol: str = "dct", capacity: in
     workspace = 2 * int(GPUS[gpu].cublas_workspace_mib * 2**20) if cuda else 0  # cuBLAS + cuBLASLt handles
     reference_extra = reference_code_extra(c) if protocol == "reference-code" else 0
     peak = weights + workspace + step["peak"] + extra * call["retained"] + calibration + reference_extra
-    flops = accum * (step["flops"] + (n - 2) * fwd["flops"] + extra * (call["flops"] - fwd["flops"]))
-    roof = accum * (step["seconds"][gpu] + (n - 2) * fwd["seconds"][gpu]
-                    + extra * (call["seconds"][gpu] - fwd["seconds"][gpu]))
-    notes = []
+
+    def per_step(pick):  # a traced quantity for the whole step: this depth, this many calls and rollouts
+        return accum * (pick(step) + (n - 2) * pick(fwd) + extra * (pick(call) - pick(fwd)))
+
+    flops = per_step(lambda t: t["flops"])
+    kernels = per_step(lambda t: t["kernels"])
+    roof = per_step(lambda t: t["seconds"][gpu])
     return Plan(config=c, protocol=protocol, gpu=gpu, unet_calls=n, grad_calls=d, weights_bytes=weights,
                 workspace_bytes=workspace, activations_bytes=activations, vae_decode_bytes=vae_bytes,
                 classifier_bytes=clf_bytes, transient_bytes=transient, calibration_bytes=calibration,
                 reference_code_bytes=reference_extra,
                 peak_bytes=peak, capacity_bytes=capacity if capacity is not None else int(GPUS[gpu].memory_gib * GIB),
-                flops=flops, seconds=roof / TIME_EFFICIENCY, trace_seconds=time.perf_counter() - started, notes=notes)
+                flops=flops, kernels=kernels, roofline_seconds=roof, seconds=roof + kernels * LAUNCH_SECONDS,
+                trace_seconds=time.perf_counter() - started)
 
 
 # --- the H200 anchor: calibration and validation ------------------------------------------------------
@@ -645,15 +652,15 @@ def validation(calibrated: bool = True, path: Path | None = None, gpu: str = "h2
 
 def calibrate() -> dict:
     """The constants this module should hold: the untraced bytes per image from the memory calibration
-    row, the roofline efficiency from the time calibration row."""
+    row, the launch cost per kernel from the time calibration row."""
     rows = {anchor_key(r): r for r in anchor_rows()}
     row = rows[MEMORY_CALIBRATION_ROW]
     p = plan(anchor_config(row), gpu="h200", protocol="anchor-h200", calibrated=False)
     per_image = (int(round(float(row["peak_gib"]) * GIB)) - p.peak_bytes) // MEMORY_CALIBRATION_ROW[1]
     row = rows[TIME_CALIBRATION_ROW]
     p = plan(anchor_config(row), gpu="h200", protocol="anchor-h200")
-    efficiency = p.seconds * TIME_EFFICIENCY / float(row["sec"])
-    return {"UNTRACED_BYTES_PER_IMAGE": per_image, "TIME_EFFICIENCY": round(efficiency, 4)}
+    launch = (float(row["sec"]) - p.roofline_seconds) / p.kernels
+    return {"UNTRACED_BYTES_PER_IMAGE": per_image, "LAUNCH_SECONDS": float(f"{launch:.3g}")}
 
 
 def validation_markdown(rows: list[dict]) -> str:

@@ -65,10 +65,9 @@ def describe(p: P.Plan) -> str:
     lines += ["", f"compute ({per} rollout(s) per step)",
               f"  {'FLOPs (forward, backward, recomputation)':<46s}{p.flops / 1e12:7.1f} TFLOP",
               f"  {'time on ' + p.gpu:<46s}{p.seconds:7.2f} s per step",
-              f"  (roofline: {gpu.fp16_tflops:g} TFLOP/s fp16, {gpu.fp32_tflops:g} fp32, {gpu.bandwidth_tbs:g} TB/s,"
-              f" x {P.TIME_EFFICIENCY:g} efficiency)"]
+              f"  = roofline {p.roofline_seconds:.2f} s ({gpu.fp16_tflops:g} TFLOP/s fp16, {gpu.fp32_tflops:g} fp32,",
+              f"    {gpu.bandwidth_tbs:g} TB/s) + {p.kernels} kernel launches x {P.LAUNCH_SECONDS * 1e6:.1f} us"]
     lines += ["", f"planned in {p.trace_seconds:.1f} s on the CPU (meta-device trace, no weights)"]
-    lines += [f"note: {n}" for n in p.notes]
     return "\n".join(lines)
 
 

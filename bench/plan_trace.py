@@ -20,8 +20,10 @@ What differs on CUDA from what runs here is modelled, not measured:
 - cuDNN convolution workspaces and other unmodelled transients: the one calibrated constant per arch.
 
 Per op, a roofline time for each known GPU: max(FLOPs / peak FLOP rate of its dtype, bytes read and
-written / memory bandwidth), summed. FLOPs come from torch.utils.flop_counter's formulas (the ones
-FlopCounterMode uses: matmuls, convolutions, attention, forward and backward).
+written / memory bandwidth), summed; and a count of the ops that launch a kernel (bench.plan adds a
+calibrated launch cost per kernel: at batch 1 the GPU waits on launches far more than on arithmetic).
+FLOPs come from torch.utils.flop_counter's formulas (the ones FlopCounterMode uses: matmuls,
+convolutions, attention, forward and backward).
 """
 
 from __future__ import annotations
@@ -79,11 +81,12 @@ class TraceResult:
     peak: int = 0
     marks: dict[str, int] = field(default_factory=dict)  # live bytes at named points
     flops: int = 0
+    kernels: int = 0  # ops that would launch a kernel: they allocate an output or write one in place
     seconds: dict[str, float] = field(default_factory=dict)  # roofline seconds per GPU name
 
     def to_dict(self) -> dict:
         return dict(live=self.live, peak=self.peak, marks=dict(self.marks), flops=self.flops,
-                    seconds=dict(self.seconds))
+                    kernels=self.kernels, seconds=dict(self.seconds))
 
 
 class Tracer(TorchDispatchMode):
@@ -117,6 +120,7 @@ class Tracer(TorchDispatchMode):
         out = func(*args, **kwargs)
         res = self.result
         moved = 0
+        allocated = False
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 moved += t.numel() * t.element_size()
@@ -127,8 +131,11 @@ class Tracer(TorchDispatchMode):
                 nbytes = self._round(storage.nbytes())
                 self._counted[key] = nbytes
                 res.live += nbytes
+                allocated = True
                 weakref.finalize(storage, self._free, key)
         res.peak = max(res.peak, res.live)
+        # a view or a reshape launches nothing; an op that allocates or writes in place launches a kernel
+        res.kernels += int(allocated or func._schema.is_mutable)
         inputs = [a for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
         moved += sum(a.numel() * a.element_size() for a in inputs)
         formula = flop_registry.get(func._overloadpacket)

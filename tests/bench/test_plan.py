@@ -155,7 +155,7 @@ def test_anchor_validation():
     assert len([r for r in rows if r["status"] == "reference-code"]) == 2
     constants = P.calibrate()
     assert constants["UNTRACED_BYTES_PER_IMAGE"] == pytest.approx(P.UNTRACED_BYTES_PER_IMAGE, rel=0.01)
-    assert constants["TIME_EFFICIENCY"] == pytest.approx(P.TIME_EFFICIENCY, rel=0.01)
+    assert constants["LAUNCH_SECONDS"] == pytest.approx(P.LAUNCH_SECONDS, rel=0.01)
 
 
 def test_depth_adds_one_call_per_step_and_checkpointing_orders_memory():
