@@ -353,9 +353,6 @@ def _trace_key(c: dict, protocol: str, device: str) -> dict:
         "protocol": protocol, "device": device}
 
 
-
-
-
 def _latent_hw(parts, resolution) -> tuple[int, int, int]:
     c, s, _ = parts.latent_shape
     if resolution is None:
@@ -377,8 +374,8 @@ def _trace_step(c: dict, protocol: str, device: str) -> dict:
 
     parts = _parts(c)
     classifier, target, class_name, templates = meta_classifier(c["classifier"], c["seed"])
-    cfg = train_config({**c, "arch": "tiny", "scheduler": "ddim", "steps": 2, "depth": 1, "batch": c["batch"],
-                        "images_per_update": c["batch"]})
+    # any schedule of 2 calls traces the same: memory does not depend on the no-grad calls' count
+    cfg = train_config({**c, "scheduler": "ddim", "steps": 2, "depth": 1, "images_per_update": c["batch"]})
     vae = parts.vae if _vae_checkpointed(protocol, c["checkpointing"]) else _VAEWithoutCheckpointing(parts.vae)
     if not _vae_checkpointed(protocol, c["checkpointing"]):
         from dct.rollout import set_block_checkpointing
@@ -400,7 +397,8 @@ def _trace_step(c: dict, protocol: str, device: str) -> dict:
                 tracer.mark(name)
         return hook
 
-    hooks.append(parts.vae.post_quant_conv.register_forward_pre_hook(mark_once("decode_start")))
+    first = parts.vae.post_quant_conv or parts.vae.decoder  # the decode's first module
+    hooks.append(first.register_forward_pre_hook(mark_once("decode_start")))
     hooks.append(parts.vae.decoder.register_forward_hook(mark_once("decode_end")))
     try:
         with fused_attention(), tracer:
