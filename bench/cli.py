@@ -23,6 +23,7 @@ from rich.console import Console
 from dct.errors import DCTError
 
 from . import columns as C
+from .plan_cli import plan_command
 
 SPEC_DIR_ENV = "DCT_ABLATIONS"
 
@@ -87,15 +88,18 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cud
 TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout-per-cell", help="Kill a cell after this many "
                                                      "seconds (status timeout); default: the spec's, or none.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress bar.")]
+PlanOpt = Annotated[bool, typer.Option("--plan/--no-plan", help="Step grids: predict each cell's memory first "
+                                       "and record cells predicted not to fit the GPU as predicted-oom "
+                                       "instead of running them (dct bench plan).")]
 
 
-def _run(spec: Path, store, force, only, dry_run, device, timeout_per_cell, progress) -> None:
+def _run(spec: Path, store, force, only, dry_run, device, timeout_per_cell, progress, plan=True) -> None:
     from .grid import run_grid
 
     console = Console()
     try:
         result = run_grid(spec, store=store, force=force, only=only or (), dry_run=dry_run, device=device,
-                          timeout_per_cell=timeout_per_cell, console=console, show_progress=progress)
+                          timeout_per_cell=timeout_per_cell, console=console, show_progress=progress, plan=plan)
     except DCTError as e:
         _fail(console, e)
     if result.interrupted_by is not None:
@@ -111,12 +115,12 @@ def make_bench_command(name: str, *, help: str | None = None) -> Callable[..., N
 
     def command(spec: SpecOpt = None, store: StoreOpt = None, force: ForceOpt = False, only: OnlyOpt = None,
                 dry_run: DryOpt = False, device: DeviceOpt = "auto", timeout_per_cell: TimeoutOpt = None,
-                progress: ProgressOpt = True) -> None:
+                progress: ProgressOpt = True, plan: PlanOpt = True) -> None:
         try:
             path = spec if spec is not None else find_spec(name)
         except DCTError as e:
             _fail(Console(), e)
-        _run(path, store, force, only, dry_run, device, timeout_per_cell, progress)
+        _run(path, store, force, only, dry_run, device, timeout_per_cell, progress, plan)
 
     command.__name__ = f"bench_{name}"
     command.__doc__ = help or f"Run the {name} grid (ablations/{name}.toml), resuming where it stopped."
@@ -126,9 +130,13 @@ def make_bench_command(name: str, *, help: str | None = None) -> Callable[..., N
 @bench_app.command("run")
 def run_command(spec: Annotated[Path, typer.Option("--spec", help="Spec file (TOML).")],
                 store: StoreOpt = None, force: ForceOpt = False, only: OnlyOpt = None, dry_run: DryOpt = False,
-                device: DeviceOpt = "auto", timeout_per_cell: TimeoutOpt = None, progress: ProgressOpt = True) -> None:
+                device: DeviceOpt = "auto", timeout_per_cell: TimeoutOpt = None, progress: ProgressOpt = True,
+                plan: PlanOpt = True) -> None:
     """Run any spec file, resuming where it stopped."""
-    _run(spec, store, force, only, dry_run, device, timeout_per_cell, progress)
+    _run(spec, store, force, only, dry_run, device, timeout_per_cell, progress, plan)
+
+
+bench_app.command("plan")(plan_command)
 
 
 @results_app.command("show")

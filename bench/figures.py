@@ -136,13 +136,18 @@ def _need(cells: pd.DataFrame, *cols: str) -> None:
                    else f"no {', '.join(missing)} columns in the store")
 
 
-def _depth_cells(data: D.StoreData, *need: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(cells with a depth, the ok ones among them that have every `need` column)."""
+def _depth_cells(data: D.StoreData, *need: str, predicted: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cells with a depth, the ok ones among them that have every `need` column). With `predicted` (a
+    column of the planner's predictions), a store of predicted rows alone is drawn too."""
     _need(data.cells, D.DEPTH)
     cells = data.cells[data.cells[D.DEPTH_X].notna()]
-    _need(cells, *need)
-    ok = cells[(cells[C.STATUS] == C.STATUS_OK) & cells[list(need)].notna().all(axis=1)]
-    if ok.empty:
+    has_predictions = predicted is not None and predicted in cells.columns and cells[predicted].notna().any()
+    if not has_predictions:
+        _need(cells, *need)
+    present = [c for c in need if c in cells.columns]
+    ok = cells[(cells[C.STATUS] == C.STATUS_OK) & cells[present].notna().all(axis=1)] if len(present) == len(need) \
+        else cells.iloc[0:0]
+    if ok.empty and not has_predictions:
         raise Skip(f"no ok cell has {', '.join(need)}")
     depths = sorted(cells[D.DEPTH_X].unique())
     if len(depths) < 2:
@@ -357,8 +362,10 @@ def _depth_figure(data: D.StoreData, *, need: tuple[str, ...], title: str, rows:
                   mark_failed: bool, panel=_PANEL) -> tuple[Figure, list[str], pd.DataFrame]:
     """The shared frame of the *-vs-depth figures: facets x rows of axes, one line per checkpointing mode.
     Each row dict: y(frame) -> Series, optional err(frame) -> (lo, hi) Series, band (bool), ylabel,
-    setup(ax, ok cells of the panel) -> extra legend handles or None."""
-    cells, ok = _depth_cells(data, *need)
+    setup(ax, ok cells of the panel) -> extra legend handles or None, predicted (a column of predictions,
+    drawn dashed with hollow markers for every cell that has one, run or not) and predicted_y(frame)."""
+    predicted = next((r["predicted"] for r in rows if r.get("predicted")), None)
+    cells, ok = _depth_cells(data, *need, predicted=predicted)
     hue_col, hues = _hue(cells)
     keys, key, on_line = _depth_facets(cells)
     fig, axes_of = _facet_layout(keys, rows_per_facet=len(rows), panel=panel)
@@ -400,6 +407,9 @@ def _depth_figure(data: D.StoreData, *, need: tuple[str, ...], title: str, rows:
                         yerr = [means.values - lo.values, hi.values - means.values]
                         ax.errorbar(means.index, means.values, yerr=yerr, ls="", color=style["color"], capsize=4,
                                     lw=1.3, zorder=2)
+            if spec.get("predicted") and _predicted_lines(ax, sub_all[on_line[sub_all.index]], spec, hue_col, hues):
+                extra.setdefault("predicted", Line2D([], [], color="grey", ls="--", marker="o", mfc="none",
+                                                     label="predicted (dct bench plan)"))
             if _include_points(ax, sub_ok[~on_line[sub_ok.index]], spec, hue_col, hues):
                 extra.setdefault("include", Line2D([], [], ls="", marker="*", ms=13, color="grey", mec="black",
                                                    mew=0.8, label="single cell of the spec's [[include]], labelled"))
@@ -415,6 +425,23 @@ def _depth_figure(data: D.StoreData, *, need: tuple[str, ...], title: str, rows:
     _legend(fig, hue_col, hues, extra.values())
     fig.suptitle(title)
     return fig, marks, ok
+
+
+def _predicted_lines(ax, cells: pd.DataFrame, spec: dict, hue_col, hues) -> bool:
+    """The planner's predictions, one dashed line of hollow markers per checkpointing mode, for every
+    cell that has one (run, predicted-oom or not yet run): measured lines are drawn over them."""
+    if spec["predicted"] not in cells.columns:
+        return False
+    drawn = False
+    for i, hue in enumerate(hues):
+        line = cells[(_hue_values(cells, hue_col) == hue) & cells[spec["predicted"]].notna()]
+        if line.empty:
+            continue
+        ys = spec["predicted_y"](line).groupby(line[D.DEPTH_X]).mean().sort_index()
+        style = _style(i)
+        ax.plot(ys.index, ys.values, ls="--", lw=1.3, ms=8, mfc="none", mew=1.4, zorder=2, **style)
+        drawn = True
+    return drawn
 
 
 def _ylim_room_for_marks(ax, top: float, bottom: float = 0.0, log: bool = False) -> None:
@@ -436,10 +463,15 @@ def _ylim_room_for_marks(ax, top: float, bottom: float = 0.0, log: bool = False)
 
 
 def memory_vs_depth(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
-    cells, ok = _depth_cells(data, C.PEAK_MEM_BYTES)
+    cells, ok = _depth_cells(data, C.PEAK_MEM_BYTES, predicted=C.PLAN_PEAK_BYTES)
     kind = D.memory_kind(cells)
     capacity = D.device_memory_bytes(cells)
-    high, low = max(ok[C.PEAK_MEM_BYTES].max(), capacity or 0), ok[C.PEAK_MEM_BYTES].min()
+    # a CPU grid's predictions are saved bytes, not its RSS: only a GPU grid draws them on this axis
+    planned = cells[C.PLAN_PEAK_BYTES] if C.PLAN_PEAK_BYTES in cells.columns and (kind == "CUDA allocated" or ok.empty) \
+        else pd.Series(dtype=float)
+    values = pd.concat([ok[C.PEAK_MEM_BYTES] if C.PEAK_MEM_BYTES in ok.columns else pd.Series(dtype=float),
+                        planned]).dropna()
+    high, low = max(values.max(), capacity or 0), values.min()
     # A fixed base (the CPU process with torch loaded, or the weights) can dwarf what depth adds; then the
     # axis starts near the smallest peak, and says so, instead of drawing flat lines from zero.
     zoom = capacity is None and high > 0 and (high - low) / high < 0.2
@@ -456,7 +488,9 @@ def memory_vs_depth(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
         return None
 
     ylabel = f"peak memory ({unit}{', ' + kind if kind else ''})" + ("\naxis not from 0" if zoom else "")
-    rows = [dict(y=lambda f: f[C.PEAK_MEM_BYTES] / scale, ylabel=ylabel, setup=setup)]
+    rows = [dict(y=lambda f: f[C.PEAK_MEM_BYTES] / scale, ylabel=ylabel, setup=setup,
+                 predicted=C.PLAN_PEAK_BYTES if not planned.empty else None,
+                 predicted_y=lambda f: f[C.PLAN_PEAK_BYTES] / scale)]
     fig, marks, ok = _depth_figure(data, need=(C.PEAK_MEM_BYTES,), rows=rows, dodge=True, mark_failed=True,
                                    title="Peak memory vs backprop depth, per checkpointing mode")
     caption = (f"Peak memory ({kind or 'as measured'}, whole cell process) of {len(ok)} finished cell(s); "

@@ -333,4 +333,4 @@ def device_memory_bytes(cells: pd.DataFrame) -> float | None:
 
 
 def failed_status_text(status: str) -> str:
-    return {C.STATUS_OOM: "OOM"}.get(status, str(status))
+    return {C.STATUS_OOM: "OOM", C.STATUS_PREDICTED_OOM: "OOM (predicted)"}.get(status, str(status))

@@ -151,8 +151,12 @@ def plan_table(spec: Spec, cells: list[Cell], store: Path) -> Table:
 def run_grid(spec: str | Path | Spec, *, store: str | Path | None = None, force: bool = False,
              only: list[str] | tuple[str, ...] = (), dry_run: bool = False, device: str = "auto",
              timeout_per_cell: float | None = None, console: Console | None = None,
-             show_progress: bool = True) -> GridResult:
-    """Run (or with dry_run, list) the cells of a spec into its store; see the module docstring."""
+             show_progress: bool = True, plan: bool = True) -> GridResult:
+    """Run (or with dry_run, list) the cells of a spec into its store; see the module docstring.
+
+    plan: for `step` cells, predict each cell's peak memory and FLOPs first (bench.plan, seconds on the
+    CPU): on a GPU a cell predicted not to fit is recorded as predicted-oom, with the prediction, instead
+    of being run; every row gets metric_plan_peak_bytes and metric_plan_flops. plan=False runs every cell."""
     console = console or Console()
     if not isinstance(spec, Spec):
         spec = load_spec(spec, store=store)
@@ -173,7 +177,8 @@ def run_grid(spec: str | Path | Spec, *, store: str | Path | None = None, force:
         try:
             with S.locked(spec.store) as store_path:
                 _run_cells(spec, cells, result, store_path, signals=signals, force=force, kind_module=kind.module,
-                           device=resolved, timeout=timeout, console=console, show_progress=show_progress)
+                           device=resolved, timeout=timeout, console=console, show_progress=show_progress,
+                           plan=plan and spec.kind == "step")
         except KeyboardInterrupt as e:
             result.interrupted_by = e.signum if isinstance(e, GridInterrupted) else signal.SIGINT
             console.print(f"[yellow]stopped by {signal.Signals(result.interrupted_by).name}[/]: "
@@ -186,7 +191,7 @@ def run_grid(spec: str | Path | Spec, *, store: str | Path | None = None, force:
 
 def _run_cells(spec: Spec, cells: list[Cell], result: GridResult, store_path: Path, *, signals: _Signals,
                force: bool, kind_module: str, device: str, timeout: float | None, console: Console,
-               show_progress: bool) -> None:
+               show_progress: bool, plan: bool = False) -> None:
     done = S.done_hashes(store_path)
     todo = [c for c in cells if force or c.config_hash not in done]
     result.skipped = [c for c in cells if c not in todo]
@@ -214,7 +219,15 @@ def _run_cells(spec: Spec, cells: list[Cell], result: GridResult, store_path: Pa
                    "out_dir": str(S.artifacts_dir(store_path, cell.config_hash, attempt_id))}
             prov = provenance(spec_file=spec_file, spec_hash=spec.spec_hash)
             started = now_iso()
-            outcome = _worker().run_in_child(job, timeout=timeout, on_progress=on_progress)
+            planned = _plan_cell(cell, device, console) if plan else None
+            if planned is not None and not planned["fits"]:
+                outcome = {C.STATUS: C.STATUS_PREDICTED_OOM, C.TRACEBACK: None, "metrics": planned["metrics"],
+                           C.ERROR: f"not run: predicted peak {planned['peak_gib']:.2f} GiB > {planned['capacity_gib']:.2f}"
+                                    " GiB of device memory (--no-plan runs it anyway)"}
+            else:
+                outcome = _worker().run_in_child(job, timeout=timeout, on_progress=on_progress)
+                if planned is not None:
+                    outcome["metrics"] = {**outcome.get("metrics", {}), **planned["metrics"]}
             with signals.deferred():
                 row = _row(spec, cell, run_id=run_id, attempt_id=attempt_id, store=store_path, started=started,
                            finished=now_iso(), result=outcome, prov=prov)
@@ -223,6 +236,36 @@ def _run_cells(spec: Spec, cells: list[Cell], result: GridResult, store_path: Pa
             progress.remove_task(current)
             progress.advance(overall)
             _print_outcome(console, cell, row)
+
+
+def _cuda_device(device: str) -> tuple[str, int] | None:
+    """(name, total memory in bytes) of a CUDA device; None for the CPU."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    props = torch.cuda.get_device_properties(torch.device(device))
+    return props.name, props.total_memory
+
+
+def _plan_cell(cell: Cell, device: str, console: Console) -> dict | None:
+    """The planner's prediction of a step cell on `device` (bench.plan), or None when it cannot plan it
+    (the cell then runs as without planning). On the CPU every cell 'fits': only its FLOPs are used."""
+    try:
+        from . import plan as P
+
+        cuda = _cuda_device(device)
+        if cuda is not None:
+            p = P.plan(cell.config, gpu=P.gpu_for(*cuda), capacity=cuda[1])
+        else:
+            p = P.plan(cell.config, device="cpu")
+    except Exception as e:  # a planner bug must not stop a grid: say so and run the cell
+        console.print(f"[yellow]could not plan {cell.label}[/]: {type(e).__name__}: {e}", highlight=False)
+        return None
+    return {"fits": p.fits or cuda is None, "peak_gib": p.peak_bytes / 2**30,
+            "capacity_gib": p.capacity_bytes / 2**30,
+            "metrics": {"plan_peak_bytes": p.peak_bytes, "plan_flops": p.flops, "plan_seconds": p.seconds,
+                        "plan_gpu": p.gpu if cuda else None, "plan_device": "cuda" if cuda else "cpu"}}
 
 
 def _worker():

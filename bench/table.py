@@ -16,7 +16,8 @@ from . import columns as C
 SUMMARY_COLUMNS = (C.CONFIG_HASH, C.LABEL, C.STATUS, C.WALL_S, C.STEP_TIME_MEDIAN_S, C.PEAK_MEM_BYTES)
 _LONG_TEXT = {C.ERROR, C.TRACEBACK, C.CONFIG_JSON, C.STEP_TIMES_S}
 _STATUS_STYLE = {C.STATUS_OK: "green", C.STATUS_ERROR: "red", C.STATUS_OOM: "magenta",
-                 C.STATUS_KILLED: "red", C.STATUS_TIMEOUT: "yellow"}
+                 C.STATUS_KILLED: "red", C.STATUS_TIMEOUT: "yellow",
+                 C.STATUS_PREDICTED_OOM: "magenta"}
 
 
 def default_columns(frame: pd.DataFrame) -> list[str]:

@@ -63,10 +63,15 @@ class ClassTokens(torch.nn.Module):
         self._hook = text_encoder.get_input_embeddings().register_forward_hook(self._splice)
 
     def _splice(self, module, args, output):
-        input_ids = args[0]
-        hits = input_ids[..., None] == self.ids.to(input_ids.device)  # (B, L, n)
+        hits = self._hits(args[0])
         if not hits.any():
             return output
+        return self._spliced(hits, output)
+
+    def _hits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return input_ids[..., None] == self.ids.to(input_ids.device)  # (B, L, n)
+
+    def _spliced(self, hits: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         replacement = hits.to(self.vectors.dtype) @ self.vectors  # (B, L, D)
         return torch.where(hits.any(-1, keepdim=True), replacement.to(output.dtype), output)
 
