@@ -20,6 +20,7 @@ from typing import Annotated, Callable, Optional
 import typer
 from rich.console import Console
 
+from dct.clikit import fail
 from dct.errors import DCTError
 
 from . import columns as C
@@ -70,11 +71,6 @@ def find_spec(name: str) -> Path:
                    f"pass --spec FILE or set ${SPEC_DIR_ENV}")
 
 
-def _fail(console: Console, error: Exception) -> None:
-    console.print(f"[red]error:[/] {error}", highlight=False)
-    raise typer.Exit(2)
-
-
 SpecOpt = Annotated[Optional[Path], typer.Option("--spec", help="Spec file (TOML).")]
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Result folder; default: the spec's, "
                                                   "results/<experiment name>.")]
@@ -97,7 +93,7 @@ def _run(spec: Path, store, force, only, dry_run, device, timeout_per_cell, prog
         result = run_grid(spec, store=store, force=force, only=only or (), dry_run=dry_run, device=device,
                           timeout_per_cell=timeout_per_cell, console=console, show_progress=progress)
     except DCTError as e:
-        _fail(console, e)
+        fail(e)
     if result.interrupted_by is not None:
         raise typer.Exit(128 + result.interrupted_by)
     if any(status != C.STATUS_OK for _, status in result.ran):
@@ -115,7 +111,7 @@ def make_bench_command(name: str, *, help: str | None = None) -> Callable[..., N
         try:
             path = spec if spec is not None else find_spec(name)
         except DCTError as e:
-            _fail(Console(), e)
+            fail(e)
         _run(path, store, force, only, dry_run, device, timeout_per_cell, progress)
 
     command.__name__ = f"bench_{name}"
@@ -145,12 +141,12 @@ def show_command(store: Annotated[Path, typer.Argument(help="A store folder, or 
     if not (store / CELLS_DIR).is_dir() and (Path("results") / store / CELLS_DIR).is_dir():
         store = Path("results") / store
     if not (store / CELLS_DIR).is_dir():
-        _fail(console, DCTError(f"{store} is not a result store (no {CELLS_DIR}/ folder in it)"))
+        fail(DCTError(f"{store} is not a result store (no {CELLS_DIR}/ folder in it)"))
     frame = load_cells(store, all_rows=all_rows)
     try:
         cols = resolve_columns(frame, [c.strip() for c in columns.split(",") if c.strip()]) if columns else None
     except DCTError as e:
-        _fail(console, e)
+        fail(e)
     if all_rows and cols is None:
         cols = default_columns(frame) + [C.ATTEMPT_ID, C.SUPERSEDED]
     if as_json:

@@ -338,7 +338,7 @@ def run_grid_worker(spec_path: str | Path, *, storage: str, store: str | Path | 
                     console: Console | None = None) -> WorkerResult:
     """Claim and run cells of a spec until none is left (see the module docstring)."""
     from .grid import _Signals, _print_outcome, _row, _spec_file_name, _worker
-    from .measure import resolve_device
+    from dct.device import resolve_device
     from .registry import get_cell
 
     console = console or Console(stderr=True)

@@ -30,7 +30,7 @@ from dct.errors import ConfigError
 
 from . import columns as C
 from . import store as S
-from .measure import resolve_device
+from dct.device import resolve_device
 from .provenance import now_iso, provenance, redact
 from .registry import get_cell
 from .spec import Cell, Spec, load_spec, select

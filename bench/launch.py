@@ -27,6 +27,7 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 from rich.console import Console
 
+from dct.clikit import fail
 from dct.errors import ConfigError, DCTError
 
 from .provenance import redact
@@ -50,11 +51,6 @@ HeartbeatOpt = Annotated[int, typer.Option("--heartbeat", help="Seconds between 
 GraceOpt = Annotated[Optional[int], typer.Option("--grace", help="Seconds without a heartbeat after which another "
                                                  "worker takes the cell/trial over (default 4 x heartbeat).")]
 RetryOpt = Annotated[int, typer.Option("--max-retry", help="How often a cell/trial whose worker died is run again.")]
-
-
-def _fail(console: Console, exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False)
-    raise typer.Exit(2)
 
 
 def _target(study: str | None, grid: Path | None) -> tuple[str, str]:
@@ -196,7 +192,7 @@ def worker_command(
                              results=str(results), device=device, timeout=timeout_per_cell, heartbeat=heartbeat,
                              grace=grace, max_retry=max_retry, retry_failed=retry_failed, console=console)
     except DCTError as e:
-        _fail(console, e)
+        fail(e)
     if summary.get("interrupted_by"):
         raise typer.Exit(128 + summary["interrupted_by"])
 
@@ -224,7 +220,7 @@ def launch_command(
     """Prepare a study or grid, then start N workers on it through submitit."""
     console = Console(stderr=True)
     if slurm == local:
-        _fail(console, ConfigError("give exactly one of --slurm and --local"))
+        fail(ConfigError("give exactly one of --slurm and --local"))
     try:
         kind, target = _target(study, grid)
         options = {"store": str(store) if store else None, "results": str(results), "device": device,
@@ -236,7 +232,7 @@ def launch_command(
                                      "gpus_per_node": gpus_per_node, "cpus_per_task": cpus_per_task,
                                      "mem_gb": mem_gb}, console=console)
     except DCTError as e:
-        _fail(console, e)
+        fail(e)
     if not wait:
         return
     failed, total = 0, 0

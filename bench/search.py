@@ -55,7 +55,7 @@ from dct.errors import ConfigError, DCTError
 
 from . import columns as C
 from . import store as S
-from .measure import resolve_device
+from dct.device import resolve_device
 from .provenance import now_iso, provenance, redact
 from .search_space import SearchSpace, load_space, parse_space
 from .spec import Cell, Spec, _fmt

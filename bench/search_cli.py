@@ -17,9 +17,9 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from dct.clikit import fail
 from dct.errors import DCTError
 
-from .provenance import redact
 
 search_app = typer.Typer(help="Optuna search over training settings; every trial is a measured cell in the "
                               "study's result store.", no_args_is_help=False, add_completion=False)
@@ -32,11 +32,6 @@ StorageOpt = Annotated[Optional[str], typer.Option(
                       "in results/search/<study>/study.db). Prefer $DCT_DB_PASSWORD or ~/.pgpass to a "
                       "password in the URL.", show_default=False)]
 ResultsOpt = Annotated[Path, typer.Option("--results", help="Results root; the study's store is <results>/search/<study>.")]
-
-
-def _fail(console: Console, exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False)
-    raise typer.Exit(2)
 
 
 def _study_name(study: str | None, space: Path | None) -> str:
@@ -83,7 +78,7 @@ def search(
                             timeout_per_trial=timeout_per_trial, heartbeat=heartbeat, grace=grace,
                             max_retry=max_retry, figures=figures, console=console)
     except DCTError as e:
-        _fail(console, e)
+        fail(e)
     _print_summary(console, result)
     if result.interrupted_by is not None:
         raise typer.Exit(128 + result.interrupted_by)
@@ -116,7 +111,7 @@ def best_command(
         found, sp = _open(study, storage, results, space)
         path = export_best(found, sp, out or study_store(found.study_name, results) / "best.toml", number=trial)
     except DCTError as e:
-        _fail(console, e)
+        fail(e)
     console.print(f"wrote {path}\n  dct train --class <c> --preset {path}", highlight=False)
     typer.echo(str(path))
 
@@ -132,7 +127,7 @@ def show_command(study: StudyOpt = None, storage: StorageOpt = None, results: Re
     try:
         found, sp = _open(study, storage, results, space)
     except DCTError as e:
-        _fail(Console(stderr=True), e)
+        fail(e)
     console.print(trials_table(found, sp, limit=limit))
     console.print(f"{len(finished_trials(found.get_trials(deepcopy=False)))} of {budget(found)} trial(s) finished")
 
@@ -147,6 +142,6 @@ def plots_command(study: StudyOpt = None, storage: StorageOpt = None, results: R
     try:
         found, sp = _open(study, storage, results, space)
     except DCTError as e:
-        _fail(console, e)
+        fail(e)
     for name, where in save_figures(found, sp, study_store(found.study_name, results) / FIGURES_DIR).items():
         console.print(f"{name}: {where}", highlight=False)
