@@ -33,7 +33,7 @@ from . import store as S
 from dct.device import resolve_device
 from .provenance import now_iso, provenance, redact
 from .registry import get_cell
-from .spec import Cell, Spec, load_spec, select
+from .spec import Cell, Spec, check_cells, load_spec, select
 from .table import render
 
 
@@ -160,13 +160,15 @@ def run_grid(spec: str | Path | Spec, *, store: str | Path | None = None, force:
         spec.store = Path(store)
     cells = select(spec, only)
     result = GridResult(spec=spec, store=spec.store, selected=cells)
-    if dry_run:
-        console.print(plan_table(spec, cells, spec.store))
-        return result
+    # everything a cell needs is checked before the first one runs (and before a dry run says "pending")
+    check_cells(spec, cells)
     timeout = timeout_per_cell if timeout_per_cell is not None else spec.timeout_per_cell
     if timeout is not None and not timeout > 0:
         raise ConfigError(f"--timeout-per-cell {timeout!r} is not accepted: a number of seconds > 0")
     resolved = resolve_device(device)
+    if dry_run:
+        console.print(plan_table(spec, cells, spec.store))
+        return result
     kind = get_cell(spec.kind)
 
     with _Signals() as signals:
