@@ -17,7 +17,7 @@ from typing import Optional
 
 import typer
 
-from dct.clikit import DEVICE_DEFAULT, DEVICE_HELP, JSON_HELP, DCTGroup, fail
+from dct.clikit import DEVICE_DEFAULT, DEVICE_HELP, JSON_HELP, DCTGroup, fail, set_debug
 
 app = typer.Typer(help="Train, generate, evaluate and benchmark Discriminative Class Tokens (DCT).", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False, cls=DCTGroup)
@@ -35,11 +35,10 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(ctx: typer.Context,
-          debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error (also $DCT_DEBUG=1)."),
+def _root(debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error (also $DCT_DEBUG=1)."),
           version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
-    ctx.meta["dct_debug"] = debug
+    set_debug(debug)
 
 
 @app.command()

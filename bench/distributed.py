@@ -115,7 +115,9 @@ class GridBoard:
         sqlite = url.startswith("sqlite")
         kwargs = {"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True}
         try:
-            self.engine = sa.create_engine(url, **kwargs)
+            from .search import engine_url
+
+            self.engine = sa.create_engine(engine_url(url), **kwargs)
             self.metadata, self.t = _table()
             self._create()
         except (sa.exc.SQLAlchemyError, ImportError) as e:

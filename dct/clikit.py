@@ -47,11 +47,17 @@ def warn(message: str) -> None:
     sys.stderr.flush()
 
 
+_debug = False
+
+
+def set_debug(on: bool) -> None:
+    """Called by the root command for each invocation (`dct --debug ...`)."""
+    global _debug
+    _debug = on
+
+
 def debug_enabled() -> bool:
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None and ctx.find_root().meta.get("dct_debug"):
-        return True
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0", "false")
+    return _debug or os.environ.get(DEBUG_ENV, "") not in ("", "0", "false")
 
 
 def is_user_error(exc: BaseException) -> bool:
