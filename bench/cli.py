@@ -88,10 +88,10 @@ ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Liv
 def _run(spec: Path, store, force, only, dry_run, device, timeout_per_cell, progress) -> None:
     from .grid import run_grid
 
-    console = Console()
     try:
         result = run_grid(spec, store=store, force=force, only=only or (), dry_run=dry_run, device=device,
-                          timeout_per_cell=timeout_per_cell, console=console, show_progress=progress)
+                          timeout_per_cell=timeout_per_cell, console=Console(stderr=True), show_progress=progress,
+                          out=Console())
     except DCTError as e:
         fail(e)
     if result.interrupted_by is not None:
@@ -129,30 +129,37 @@ def run_command(spec: Annotated[Path, typer.Option("--spec", help="Spec file (TO
 
 @results_app.command("show")
 def show_command(store: Annotated[Path, typer.Argument(help="A store folder, or an experiment name under results/.")],
-                 as_json: Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")] = False,
+                 as_json: Annotated[bool, typer.Option("--json", help="Print every column of every row as JSON "
+                                                       "records.")] = False,
                  columns: Annotated[Optional[str], typer.Option("--columns", help="Comma-separated columns; "
                                     "metric_/cfg_ prefixes may be left out.")] = None,
-                 all_rows: Annotated[bool, typer.Option("--all", help="Include superseded attempts.")] = False) -> None:
-    """Show the cells of a result store."""
+                 every_column: Annotated[bool, typer.Option("--all", help="Every column, as one "
+                                                            "'column value' line each, instead of the 80-column summary.")] = False,
+                 attempts: Annotated[bool, typer.Option("--attempts", help="Include superseded attempts.")] = False) -> None:
+    """Show the cells of a result store: a summary that fits 80 columns (label, status, peak memory,
+    s/step, accuracy [CI], plain, FID); --all for every column, --json for everything."""
     from .store import CELLS_DIR, load_cells
-    from .table import default_columns, render, resolve_columns
+    from .table import render, render_records, render_summary, resolve_columns
 
-    console = Console()
     if not (store / CELLS_DIR).is_dir() and (Path("results") / store / CELLS_DIR).is_dir():
         store = Path("results") / store
     if not (store / CELLS_DIR).is_dir():
         fail(DCTError(f"{store} is not a result store (no {CELLS_DIR}/ folder in it)"))
-    frame = load_cells(store, all_rows=all_rows)
+    frame = load_cells(store, all_rows=attempts)
     try:
         cols = resolve_columns(frame, [c.strip() for c in columns.split(",") if c.strip()]) if columns else None
     except DCTError as e:
         fail(e)
-    if all_rows and cols is None:
-        cols = default_columns(frame) + [C.ATTEMPT_ID, C.SUPERSEDED]
     if as_json:
         print(frame[cols or list(frame.columns)].to_json(orient="records", indent=1))
         return
-    console.print(render(frame, cols, title=f"{store} ({len(frame)} row(s))"))
+    title = f"{store} ({len(frame)} row(s))"
+    if cols is not None:
+        Console().print(render(frame, cols, title=title))
+    elif every_column:
+        Console().print(render_records(frame, title=title))
+    else:
+        Console().print(render_summary(frame, title=title, extra=(C.SUPERSEDED,) if attempts else ()))
 
 
 if __name__ == "__main__":

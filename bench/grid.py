@@ -34,7 +34,7 @@ from dct.device import resolve_device
 from .provenance import now_iso, provenance, redact
 from .registry import get_cell
 from .spec import Cell, Spec, check_cells, load_spec, select
-from .table import render
+from .table import render_summary
 
 
 class GridInterrupted(KeyboardInterrupt):
@@ -151,9 +151,12 @@ def plan_table(spec: Spec, cells: list[Cell], store: Path) -> Table:
 def run_grid(spec: str | Path | Spec, *, store: str | Path | None = None, force: bool = False,
              only: list[str] | tuple[str, ...] = (), dry_run: bool = False, device: str = "auto",
              timeout_per_cell: float | None = None, console: Console | None = None,
-             show_progress: bool = True) -> GridResult:
-    """Run (or with dry_run, list) the cells of a spec into its store; see the module docstring."""
+             show_progress: bool = True, out: Console | None = None) -> GridResult:
+    """Run (or with dry_run, list) the cells of a spec into its store; see the module docstring.
+    Progress and log lines go to `console`, the results (plan, summary table) to `out` (default: the
+    same console; the CLI passes stderr and stdout)."""
     console = console or Console()
+    out = out or console
     if not isinstance(spec, Spec):
         spec = load_spec(spec, store=store)
     elif store is not None:
@@ -167,7 +170,7 @@ def run_grid(spec: str | Path | Spec, *, store: str | Path | None = None, force:
         raise ConfigError(f"--timeout-per-cell {timeout!r} is not accepted: a number of seconds > 0")
     resolved = resolve_device(device)
     if dry_run:
-        console.print(plan_table(spec, cells, spec.store))
+        out.print(plan_table(spec, cells, spec.store))
         return result
     kind = get_cell(spec.kind)
 
@@ -182,7 +185,7 @@ def run_grid(spec: str | Path | Spec, *, store: str | Path | None = None, force:
                           f"{len(result.ran)} cell(s) recorded, {len(result.pending)} pending; "
                           "run the same command again to resume")
 
-    _print_summary(console, result)
+    _print_summary(out, result)
     return result
 
 
@@ -253,7 +256,7 @@ def _print_summary(console: Console, result: GridResult) -> None:
     if cells.empty:
         return
     wanted = {c.config_hash for c in result.selected}
-    console.print(render(cells[cells[C.CONFIG_HASH].isin(wanted)], title=f"{result.spec.name} ({result.store})"))
+    console.print(render_summary(cells[cells[C.CONFIG_HASH].isin(wanted)], title=f"{result.spec.name} ({result.store})"))
     counts: dict[str, int] = {}
     for _, status in result.ran:
         counts[status] = counts.get(status, 0) + 1

@@ -292,6 +292,9 @@ def test_worker_refuses_a_store_a_runner_holds(tmp_path):
     spec = _spec(tmp_path, """
         [fixed]
         classes = [7]
+        max_epochs = 1
+        eval_seeds = 2
+        fid = false
         [axes]
         depth = [1]
         """)
