@@ -542,10 +542,11 @@ def run_trials(study, space: SearchSpace, runner: TrialRunner, *, wait_for_other
         with _sigterm_as_interrupt():
             while True:
                 trials = study.get_trials(deepcopy=False)
-                waiting = [t for t in trials if t.state == TrialState.WAITING]
                 running = [t for t in trials if t.state == TrialState.RUNNING]
                 done = finished_trials(trials)
-                if waiting or len(done) + len(running) < target:
+                # enqueued trials (presets, retries) wait their turn within the budget: `--trials 1` runs
+                # one trial even when the space enqueues two presets
+                if len(done) + len(running) < target:
                     runner.current = None
                     study.optimize(runner, n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
                     _report_trial(console, study, runner.current, space, result)
