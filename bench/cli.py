@@ -20,7 +20,7 @@ from typing import Annotated, Callable, Optional
 import typer
 from rich.console import Console
 
-from dct.clikit import fail
+from dct.clikit import DEVICE_HELP, fail
 from dct.errors import DCTError
 
 from . import columns as C
@@ -79,7 +79,7 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Run done cells again; t
 OnlyOpt = Annotated[Optional[list[str]], typer.Option("--only", help="Only cells whose config hash starts with "
                                                       "this (4+ characters) or whose label contains it; repeatable.")]
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="List the cells and whether each is done; run nothing.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout-per-cell", help="Kill a cell after this many "
                                                      "seconds (status timeout); default: the spec's, or none.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress bar.")]

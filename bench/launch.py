@@ -27,7 +27,7 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 from rich.console import Console
 
-from dct.clikit import fail
+from dct.clikit import DEVICE_HELP, fail
 from dct.errors import ConfigError, DCTError
 
 from .provenance import redact
@@ -44,7 +44,7 @@ StudyOpt = Annotated[Optional[str], typer.Option("--study", help="The Optuna stu
 GridOpt = Annotated[Optional[Path], typer.Option("--grid", help="The grid spec (TOML) to work on.")]
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Grid: the store folder (default: the spec's).")]
 ResultsOpt = Annotated[Path, typer.Option("--results", help="Study: results root (store <results>/search/<study>).")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout-per-cell", help="Seconds before a cell (trial) "
                                                      "is killed.")]
 HeartbeatOpt = Annotated[int, typer.Option("--heartbeat", help="Seconds between heartbeats of a running cell/trial.")]

@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from dct.clikit import fail
+from dct.clikit import DEVICE_HELP, fail
 from dct.errors import DCTError
 
 
@@ -58,7 +58,7 @@ def search(
     storage: StorageOpt = None,
     study: StudyOpt = None,
     results: ResultsOpt = Path("results"),
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     timeout_per_trial: Annotated[Optional[float], typer.Option("--timeout-per-trial", help="Seconds before a "
                                                                "trial's cell is killed.")] = None,
     heartbeat: Annotated[int, typer.Option("--heartbeat", help="Seconds between heartbeats of a running trial.")] = 30,
