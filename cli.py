@@ -90,6 +90,9 @@ def train(
             r = t["result"]
             typer.echo(f"  {ph}: class {r['target']} '{r['class_name']}', stop: {r['stop_reason']}, {r['n_images']} images")
         typer.echo(f"saved {path} ({len(sidecar['tokens'])} tokens; resumed {len(sidecar['resumed_classes'])})")
+        # the bank file holds N tokens, which diffusers does not read from one file; the per-class files do
+        parts = path.with_suffix(".classes")
+        typer.echo(f"diffusers: pipe.load_textual_inversion(sorted(glob.glob('{parts}/class-*.safetensors')))")
     else:
         r = sidecar["result"]
         typer.echo(f"saved {path} (class {r['target']} '{r['class_name']}', stop: {r['stop_reason']}, "
