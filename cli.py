@@ -112,6 +112,7 @@ def generate(
     steps: int = typer.Option(20, help="Denoising steps."),
     guidance: float = typer.Option(5.0, help="Classifier-free guidance scale."),
     device: str = typer.Option(DEVICE_DEFAULT, help=DEVICE_HELP),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP + " (the folder, files and prompts)"),
 ):
     """Render images with a learned token (and/or the plain prompt) on fixed seeds."""
     from dct.errors import DCTError
@@ -124,7 +125,13 @@ def generate(
                              guidance=guidance, device=device)
     except DCTError as exc:
         fail(exc)
-    typer.echo(f"wrote {len(files)} images to {out}")
+    if json_out:
+        import json
+
+        prompts = json.loads((out / "prompts.json").read_text())
+        typer.echo(json.dumps({"out": str(out), "files": [str(f) for f in files], **prompts}, indent=2))
+    else:
+        typer.echo(f"wrote {len(files)} images to {out}")
 
 
 def _mount_subapps() -> None:

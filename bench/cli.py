@@ -20,7 +20,7 @@ from typing import Annotated, Callable, Optional
 import typer
 from rich.console import Console
 
-from dct.clikit import DEVICE_HELP, fail
+from dct.clikit import DEVICE_HELP, JSON_HELP, fail
 from dct.errors import DCTError
 
 from . import columns as C
@@ -85,19 +85,44 @@ TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout-per-cell", help=
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress bar.")]
 
 
-def _run(spec: Path, store, force, only, dry_run, device, timeout_per_cell, progress) -> None:
+def _run(spec: Path, store, force, only, dry_run, device, timeout_per_cell, progress, as_json=False) -> None:
+    import io
+
     from .grid import run_grid
 
     try:
         result = run_grid(spec, store=store, force=force, only=only or (), dry_run=dry_run, device=device,
                           timeout_per_cell=timeout_per_cell, console=Console(stderr=True), show_progress=progress,
-                          out=Console())
+                          out=Console(file=io.StringIO()) if as_json else Console())
     except DCTError as e:
         fail(e)
+    if as_json:
+        _print_json(result, dry_run)
     if result.interrupted_by is not None:
         raise typer.Exit(128 + result.interrupted_by)
     if any(status != C.STATUS_OK for _, status in result.ran):
         raise typer.Exit(1)
+
+
+def _print_json(result, dry_run: bool) -> None:
+    """The selected cells as JSON records: their store rows (every column), or with --dry-run their plan."""
+    import json
+
+    from .store import load_cells
+
+    wanted = [c.config_hash for c in result.selected]
+    frame = load_cells(result.store) if result.store.exists() else None
+    if dry_run or frame is None or frame.empty:
+        done = set() if frame is None or frame.empty else set(frame.loc[frame[C.STATUS] == C.STATUS_OK, C.CONFIG_HASH])
+        print(json.dumps([{C.CONFIG_HASH: c.config_hash, C.LABEL: c.label,
+                           "state": "done" if c.config_hash in done else "pending"} for c in result.selected],
+                         indent=1))
+        return
+    print(frame[frame[C.CONFIG_HASH].isin(wanted)].to_json(orient="records", indent=1))
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP + " (the cells' store rows; with --dry-run, "
+                                       "the plan)")]
 
 
 def make_bench_command(name: str, *, help: str | None = None) -> Callable[..., None]:
@@ -107,12 +132,12 @@ def make_bench_command(name: str, *, help: str | None = None) -> Callable[..., N
 
     def command(spec: SpecOpt = None, store: StoreOpt = None, force: ForceOpt = False, only: OnlyOpt = None,
                 dry_run: DryOpt = False, device: DeviceOpt = "auto", timeout_per_cell: TimeoutOpt = None,
-                progress: ProgressOpt = True) -> None:
+                progress: ProgressOpt = True, as_json: JsonOpt = False) -> None:
         try:
             path = spec if spec is not None else find_spec(name)
         except DCTError as e:
             fail(e)
-        _run(path, store, force, only, dry_run, device, timeout_per_cell, progress)
+        _run(path, store, force, only, dry_run, device, timeout_per_cell, progress, as_json)
 
     command.__name__ = f"bench_{name}"
     command.__doc__ = help or f"Run the {name} grid (ablations/{name}.toml), resuming where it stopped."
@@ -122,9 +147,10 @@ def make_bench_command(name: str, *, help: str | None = None) -> Callable[..., N
 @bench_app.command("run")
 def run_command(spec: Annotated[Path, typer.Option("--spec", help="Spec file (TOML).")],
                 store: StoreOpt = None, force: ForceOpt = False, only: OnlyOpt = None, dry_run: DryOpt = False,
-                device: DeviceOpt = "auto", timeout_per_cell: TimeoutOpt = None, progress: ProgressOpt = True) -> None:
+                device: DeviceOpt = "auto", timeout_per_cell: TimeoutOpt = None, progress: ProgressOpt = True,
+                as_json: JsonOpt = False) -> None:
     """Run any spec file, resuming where it stopped."""
-    _run(spec, store, force, only, dry_run, device, timeout_per_cell, progress)
+    _run(spec, store, force, only, dry_run, device, timeout_per_cell, progress, as_json)
 
 
 @results_app.command("show")

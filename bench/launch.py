@@ -27,7 +27,7 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 from rich.console import Console
 
-from dct.clikit import DEVICE_HELP, fail
+from dct.clikit import DEVICE_HELP, JSON_HELP, fail
 from dct.errors import ConfigError, DCTError
 
 from .provenance import redact
@@ -183,6 +183,7 @@ def worker_command(
     results: ResultsOpt = Path("results"), device: DeviceOpt = "auto", timeout_per_cell: TimeoutOpt = None,
     heartbeat: HeartbeatOpt = 30, grace: GraceOpt = None, max_retry: RetryOpt = 3,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Grid: run failed cells again.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " (what this worker did)")] = False,
 ) -> None:
     """Work on a shared study (--study) or grid (--grid) until nothing is left; exit 128+signal when stopped."""
     console = Console(stderr=True)
@@ -193,6 +194,10 @@ def worker_command(
                              grace=grace, max_retry=max_retry, retry_failed=retry_failed, console=console)
     except DCTError as e:
         fail(e)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(summary, default=str))
     if summary.get("interrupted_by"):
         raise typer.Exit(128 + summary["interrupted_by"])
 

@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from dct.clikit import DEVICE_HELP, fail
+from dct.clikit import DEVICE_HELP, JSON_HELP, fail
 from dct.errors import DCTError
 
 
@@ -32,6 +32,16 @@ StorageOpt = Annotated[Optional[str], typer.Option(
                       "in results/search/<study>/study.db). Prefer $DCT_DB_PASSWORD or ~/.pgpass to a "
                       "password in the URL.", show_default=False)]
 ResultsOpt = Annotated[Path, typer.Option("--results", help="Results root; the study's store is <results>/search/<study>.")]
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+
+
+def _trials_json(study) -> str:
+    import json
+
+    return json.dumps([{"number": t.number, "state": t.state.name.lower(), "values": t.values, "params": t.params,
+                        "user_attrs": t.user_attrs} for t in study.get_trials(deepcopy=False)], indent=1, default=str)
 
 
 def _study_name(study: str | None, space: Path | None) -> str:
@@ -66,6 +76,7 @@ def search(
                                                  "failed and retried (default 4 x heartbeat).")] = None,
     max_retry: Annotated[int, typer.Option("--max-retry", help="Retries of a trial whose worker died.")] = 3,
     figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Draw the study's figures at the end.")] = True,
+    as_json: JsonOpt = False,
 ) -> None:
     """Create or resume a study and run its trials (ablations/search.toml by default)."""
     if ctx.invoked_subcommand is not None:
@@ -79,7 +90,10 @@ def search(
                             max_retry=max_retry, figures=figures, console=console)
     except DCTError as e:
         fail(e)
-    _print_summary(console, result)
+    if as_json:
+        typer.echo(_trials_json(result.study))
+    else:
+        _print_summary(console, result)
     if result.interrupted_by is not None:
         raise typer.Exit(128 + result.interrupted_by)
 
@@ -101,7 +115,7 @@ def best_command(
     out: Annotated[Optional[Path], typer.Option("--out", help="Preset file to write (default "
                                                 "<results>/search/<study>/best.toml).")] = None,
     trial: Annotated[Optional[int], typer.Option("--trial", help="Export this trial instead of the best.")] = None,
-    space: SpaceOpt = None,
+    space: SpaceOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Export the best trial's configuration as a preset file for `dct train --preset FILE`."""
     from .search import export_best, study_store
@@ -113,13 +127,19 @@ def best_command(
     except DCTError as e:
         fail(e)
     console.print(f"wrote {path}\n  dct train --class <c> --preset {path}", highlight=False)
-    typer.echo(str(path))
+    if as_json:
+        import json
+
+        typer.echo(json.dumps({"preset": str(path)}))
+    else:
+        typer.echo(str(path))
 
 
 @search_app.command("show")
 def show_command(study: StudyOpt = None, storage: StorageOpt = None, results: ResultsOpt = Path("results"),
                  space: SpaceOpt = None,
-                 limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many rows.")] = None) -> None:
+                 limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many rows.")] = None,
+                 as_json: JsonOpt = False) -> None:
     """The study's complete trials, best first (Pareto trials marked)."""
     from .search import budget, finished_trials, trials_table
 
@@ -128,6 +148,9 @@ def show_command(study: StudyOpt = None, storage: StorageOpt = None, results: Re
         found, sp = _open(study, storage, results, space)
     except DCTError as e:
         fail(e)
+    if as_json:
+        typer.echo(_trials_json(found))
+        return
     console.print(trials_table(found, sp, limit=limit))
     console.print(f"{len(finished_trials(found.get_trials(deepcopy=False)))} of {budget(found)} trial(s) finished")
 
