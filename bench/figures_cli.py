@@ -26,7 +26,7 @@ figures_app = typer.Typer(help="Figures of result stores (PNG, SVG or PDF).", su
 report_app = typer.Typer(help="One self-contained HTML report (and its Markdown twin) of result stores.",
                          subcommand_metavar="")
 
-ResultsOpt = Annotated[list[Path], typer.Option("--results", help="A result store folder (or an experiment name "
+ResultsOpt = Annotated[list[Path], typer.Option("--store", "--results", help="A result store folder (or an experiment name "
                                                 "under results/); repeat for several stores.")]
 
 

@@ -226,7 +226,7 @@ def eval_command(
     guidance: float = typer.Option(5.0, help="Classifier-free guidance scale."),
     batch_size: int = typer.Option(16, help="Images per rollout."),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples for the confidence intervals."),
-    images_out: Optional[Path] = typer.Option(None, "--images-out", help="Also save the generated images here as PNG."),
+    images_out: Optional[Path] = typer.Option(None, "--out", "--images-out", help="Also save the generated images here as PNG."),
     device: str = typer.Option(DEVICE_DEFAULT, help=DEVICE_HELP),
     json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):

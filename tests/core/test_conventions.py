@@ -66,3 +66,14 @@ def test_json_stdout_is_pure_json_while_logs_go_to_stderr(tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert len(out["files"]) == 1 and Path(out["files"][0]).is_file()
+
+
+def test_one_option_name_per_meaning():
+    """--store for a result store, --out for files (older spellings stay as aliases)."""
+    def names(path):
+        return {o for p in ALL[path].params for o in p.opts}
+
+    for path in ("figures", "report", "bench run", "bench depth", "worker"):
+        assert "--store" in names(path), path
+    for path in ("train", "generate", "eval", "search best"):
+        assert "--out" in names(path), path
