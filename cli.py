@@ -6,7 +6,7 @@
     dct world check                     # the tiny world's own quality numbers
 
 Errors the user can fix (bad spec, unknown classifier, class out of range, missing folder) print one
-clear line and exit with status 2, before any long work starts.
+line on stderr and exit with status 2, before any long work starts; `dct --debug ...` shows the traceback.
 """
 
 from __future__ import annotations
@@ -17,14 +17,28 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(help="Train, generate, evaluate and benchmark Discriminative Class Tokens (DCT).", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+from dct.clikit import DEVICE_DEFAULT, DEVICE_HELP, JSON_HELP, DCTGroup, fail, set_debug
+
+app = typer.Typer(help="Train, generate, evaluate and benchmark Discriminative Class Tokens (DCT).", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False, cls=DCTGroup)
 
 
-def _fail(exc: Exception) -> None:
-    from rich.console import Console
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
 
-    Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-    raise typer.Exit(2)
+        try:
+            typer.echo(f"dct {version('dct-bench')}")
+        except PackageNotFoundError:
+            typer.echo("dct (not installed as a package)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error (also $DCT_DEBUG=1)."),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    set_debug(debug)
 
 
 @app.command()
@@ -46,20 +60,19 @@ def train(
     rollout_batch: Optional[int] = typer.Option(None, help="Images per rollout (a divisor of images-per-update)."),
     seed: Optional[int] = typer.Option(None, help="Seed of latents and template choice."),
     out: Optional[Path] = typer.Option(None, help="Output .safetensors (default tokens/class-<c>.safetensors)."),
-    device: str = typer.Option("cpu", help="torch device."),
+    device: str = typer.Option(DEVICE_DEFAULT, help=DEVICE_HELP),
     overwrite: bool = typer.Option(False, help="Replace an existing output file (a bank still reuses the classes "
                                                "<out>.classes/ holds for the same config and world; delete that "
                                                "folder to retrain them)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the sidecar as JSON."),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP + " (the sidecar)"),
 ):
     """Train one discriminative class token and save it in diffusers' textual-inversion format."""
-    from dct.config import load_preset
     from dct.errors import DCTError
-    from dct.jobs import parse_classes, sidecar_json, train_to_file
+    from dct.jobs import load_train_config, parse_classes, sidecar_json, train_to_file
 
     try:
         depth_value = int(depth) if depth and depth.isdigit() else depth
-        cfg = load_preset(preset, model=model, classifier=classifier, depth=depth_value,
+        cfg = load_train_config(preset, model=model, classifier=classifier, depth=depth_value,
                           checkpointing=checkpointing, precision=precision, scheduler=scheduler, steps=steps,
                           guidance=guidance, lr=lr, max_epochs=max_epochs, images_per_update=images_per_update,
                           rollout_batch=rollout_batch, seed=seed)
@@ -69,7 +82,7 @@ def train(
                                         f"bank-{cls.replace(',', '_')}.safetensors")
         path, sidecar = train_to_file(cfg, classes, path, device=device, overwrite=overwrite, progress=True)
     except DCTError as exc:
-        _fail(exc)
+        fail(exc)
     if json_out:
         print(sidecar_json(sidecar))
     elif "tokens" in sidecar:
@@ -77,6 +90,9 @@ def train(
             r = t["result"]
             typer.echo(f"  {ph}: class {r['target']} '{r['class_name']}', stop: {r['stop_reason']}, {r['n_images']} images")
         typer.echo(f"saved {path} ({len(sidecar['tokens'])} tokens; resumed {len(sidecar['resumed_classes'])})")
+        # the bank file holds N tokens, which diffusers does not read from one file; the per-class files do
+        parts = path.with_suffix(".classes")
+        typer.echo(f"diffusers: pipe.load_textual_inversion(sorted(glob.glob('{parts}/class-*.safetensors')))")
     else:
         r = sidecar["result"]
         typer.echo(f"saved {path} (class {r['target']} '{r['class_name']}', stop: {r['stop_reason']}, "
@@ -95,7 +111,8 @@ def generate(
     scheduler: str = typer.Option("ddim", help="ddim | pndm | dpm++ | euler | default"),
     steps: int = typer.Option(20, help="Denoising steps."),
     guidance: float = typer.Option(5.0, help="Classifier-free guidance scale."),
-    device: str = typer.Option("cpu", help="torch device."),
+    device: str = typer.Option(DEVICE_DEFAULT, help=DEVICE_HELP),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP + " (the folder, files and prompts)"),
 ):
     """Render images with a learned token (and/or the plain prompt) on fixed seeds."""
     from dct.errors import DCTError
@@ -107,8 +124,14 @@ def generate(
                              plain=plain, model=model, seeds=parse_seeds(seeds), scheduler=scheduler, steps=steps,
                              guidance=guidance, device=device)
     except DCTError as exc:
-        _fail(exc)
-    typer.echo(f"wrote {len(files)} images to {out}")
+        fail(exc)
+    if json_out:
+        import json
+
+        prompts = json.loads((out / "prompts.json").read_text())
+        typer.echo(json.dumps({"out": str(out), "files": [str(f) for f in files], **prompts}, indent=2))
+    else:
+        typer.echo(f"wrote {len(files)} images to {out}")
 
 
 def _mount_subapps() -> None:

@@ -33,7 +33,7 @@ import statistics
 
 import torch
 
-from dct.config import FIELDS, from_dict, load_preset
+from dct.config import FIELDS, from_dict
 from dct.errors import ConfigError
 
 from .columns import eval_key
@@ -58,7 +58,10 @@ def validate(config: dict) -> dict:
     stated_world = values.pop("world", None)
     # `preset` names the base ("fast", "paper" or a file); the other settings override it
     overrides = {k: v for k, v in values.items() if k in FIELDS and k != "preset"}
-    train = load_preset(values.get("preset") or "fast", **overrides)
+    from dct.jobs import check_finite, load_train_config
+
+    check_finite(values, "")
+    train = load_train_config(values.get("preset") or "fast", **overrides)
     if train.model is not None and (train.classifier is None or values["judge"] is None):
         raise ConfigError("a dct cell with a real `model` needs `classifier` (the guide) and `judge`; only the "
                           "embedded tiny world has defaults for them")
@@ -261,4 +264,17 @@ def save_examples(folder, token_imgs, plain_imgs, classes, seeds: list[int], n: 
     save_images(plain_imgs[idx], folder / "examples" / "plain", names)
 
 
-register_cell("dct", keys=KEYS, validate=validate, run=run)
+def check(config: dict) -> None:
+    """Every classifier of the cell resolves (name, folder or file exists) and the FID reference exists."""
+    from pathlib import Path
+
+    from dct.classifiers.check import check_resolvable
+
+    for spec in [config["classifier"], config["judge"], *config["eval_classifiers"]]:
+        if spec is not None:
+            check_resolvable(spec)
+    if config["fid_reference"] is not None and not Path(config["fid_reference"]).exists():
+        raise ConfigError(f"fid_reference {config['fid_reference']!r} does not exist")
+
+
+register_cell("dct", keys=KEYS, validate=validate, run=run, check=check)

@@ -20,6 +20,7 @@ from typing import Annotated, Callable, Optional
 import typer
 from rich.console import Console
 
+from dct.clikit import DEVICE_HELP, JSON_HELP, fail
 from dct.errors import DCTError
 
 from . import columns as C
@@ -71,11 +72,6 @@ def find_spec(name: str) -> Path:
                    f"pass --spec FILE or set ${SPEC_DIR_ENV}")
 
 
-def _fail(console: Console, error: Exception) -> None:
-    console.print(f"[red]error:[/] {error}", highlight=False)
-    raise typer.Exit(2)
-
-
 SpecOpt = Annotated[Optional[Path], typer.Option("--spec", help="Spec file (TOML).")]
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Result folder; default: the spec's, "
                                                   "results/<experiment name>.")]
@@ -84,7 +80,7 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Run done cells again; t
 OnlyOpt = Annotated[Optional[list[str]], typer.Option("--only", help="Only cells whose config hash starts with "
                                                       "this (4+ characters) or whose label contains it; repeatable.")]
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="List the cells and whether each is done; run nothing.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout-per-cell", help="Kill a cell after this many "
                                                      "seconds (status timeout); default: the spec's, or none.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress bar.")]
@@ -93,19 +89,45 @@ PlanOpt = Annotated[bool, typer.Option("--plan/--no-plan", help="Step grids: pre
                                        "instead of running them (dct bench plan).")]
 
 
-def _run(spec: Path, store, force, only, dry_run, device, timeout_per_cell, progress, plan=True) -> None:
+def _run(spec: Path, store, force, only, dry_run, device, timeout_per_cell, progress, as_json=False,
+         plan=True) -> None:
+    import io
+
     from .grid import run_grid
 
-    console = Console()
     try:
         result = run_grid(spec, store=store, force=force, only=only or (), dry_run=dry_run, device=device,
-                          timeout_per_cell=timeout_per_cell, console=console, show_progress=progress, plan=plan)
+                          timeout_per_cell=timeout_per_cell, console=Console(stderr=True), show_progress=progress,
+                          out=Console(file=io.StringIO()) if as_json else Console(), plan=plan)
     except DCTError as e:
-        _fail(console, e)
+        fail(e)
+    if as_json:
+        _print_json(result, dry_run)
     if result.interrupted_by is not None:
         raise typer.Exit(128 + result.interrupted_by)
     if any(status != C.STATUS_OK for _, status in result.ran):
         raise typer.Exit(1)
+
+
+def _print_json(result, dry_run: bool) -> None:
+    """The selected cells as JSON records: their store rows (every column), or with --dry-run their plan."""
+    import json
+
+    from .store import load_cells
+
+    wanted = [c.config_hash for c in result.selected]
+    frame = load_cells(result.store) if result.store.exists() else None
+    if dry_run or frame is None or frame.empty:
+        done = set() if frame is None or frame.empty else set(frame.loc[frame[C.STATUS] == C.STATUS_OK, C.CONFIG_HASH])
+        print(json.dumps([{C.CONFIG_HASH: c.config_hash, C.LABEL: c.label,
+                           "state": "done" if c.config_hash in done else "pending"} for c in result.selected],
+                         indent=1))
+        return
+    print(frame[frame[C.CONFIG_HASH].isin(wanted)].to_json(orient="records", indent=1))
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP + " (the cells' store rows; with --dry-run, "
+                                       "the plan)")]
 
 
 def make_bench_command(name: str, *, help: str | None = None) -> Callable[..., None]:
@@ -115,12 +137,12 @@ def make_bench_command(name: str, *, help: str | None = None) -> Callable[..., N
 
     def command(spec: SpecOpt = None, store: StoreOpt = None, force: ForceOpt = False, only: OnlyOpt = None,
                 dry_run: DryOpt = False, device: DeviceOpt = "auto", timeout_per_cell: TimeoutOpt = None,
-                progress: ProgressOpt = True, plan: PlanOpt = True) -> None:
+                progress: ProgressOpt = True, as_json: JsonOpt = False, plan: PlanOpt = True) -> None:
         try:
             path = spec if spec is not None else find_spec(name)
         except DCTError as e:
-            _fail(Console(), e)
-        _run(path, store, force, only, dry_run, device, timeout_per_cell, progress, plan)
+            fail(e)
+        _run(path, store, force, only, dry_run, device, timeout_per_cell, progress, as_json, plan)
 
     command.__name__ = f"bench_{name}"
     command.__doc__ = help or f"Run the {name} grid (ablations/{name}.toml), resuming where it stopped."
@@ -131,9 +153,9 @@ def make_bench_command(name: str, *, help: str | None = None) -> Callable[..., N
 def run_command(spec: Annotated[Path, typer.Option("--spec", help="Spec file (TOML).")],
                 store: StoreOpt = None, force: ForceOpt = False, only: OnlyOpt = None, dry_run: DryOpt = False,
                 device: DeviceOpt = "auto", timeout_per_cell: TimeoutOpt = None, progress: ProgressOpt = True,
-                plan: PlanOpt = True) -> None:
+                as_json: JsonOpt = False, plan: PlanOpt = True) -> None:
     """Run any spec file, resuming where it stopped."""
-    _run(spec, store, force, only, dry_run, device, timeout_per_cell, progress, plan)
+    _run(spec, store, force, only, dry_run, device, timeout_per_cell, progress, as_json, plan)
 
 
 bench_app.command("plan")(plan_command)
@@ -141,30 +163,37 @@ bench_app.command("plan")(plan_command)
 
 @results_app.command("show")
 def show_command(store: Annotated[Path, typer.Argument(help="A store folder, or an experiment name under results/.")],
-                 as_json: Annotated[bool, typer.Option("--json", help="Print JSON records instead of a table.")] = False,
+                 as_json: Annotated[bool, typer.Option("--json", help="Print every column of every row as JSON "
+                                                       "records.")] = False,
                  columns: Annotated[Optional[str], typer.Option("--columns", help="Comma-separated columns; "
                                     "metric_/cfg_ prefixes may be left out.")] = None,
-                 all_rows: Annotated[bool, typer.Option("--all", help="Include superseded attempts.")] = False) -> None:
-    """Show the cells of a result store."""
+                 every_column: Annotated[bool, typer.Option("--all", help="Every column, as one "
+                                                            "'column value' line each, instead of the 80-column summary.")] = False,
+                 attempts: Annotated[bool, typer.Option("--attempts", help="Include superseded attempts.")] = False) -> None:
+    """Show the cells of a result store: a summary that fits 80 columns (label, status, peak memory,
+    s/step, accuracy [CI], plain, FID); --all for every column, --json for everything."""
     from .store import CELLS_DIR, load_cells
-    from .table import default_columns, render, resolve_columns
+    from .table import render, render_records, render_summary, resolve_columns
 
-    console = Console()
     if not (store / CELLS_DIR).is_dir() and (Path("results") / store / CELLS_DIR).is_dir():
         store = Path("results") / store
     if not (store / CELLS_DIR).is_dir():
-        _fail(console, DCTError(f"{store} is not a result store (no {CELLS_DIR}/ folder in it)"))
-    frame = load_cells(store, all_rows=all_rows)
+        fail(DCTError(f"{store} is not a result store (no {CELLS_DIR}/ folder in it)"))
+    frame = load_cells(store, all_rows=attempts)
     try:
         cols = resolve_columns(frame, [c.strip() for c in columns.split(",") if c.strip()]) if columns else None
     except DCTError as e:
-        _fail(console, e)
-    if all_rows and cols is None:
-        cols = default_columns(frame) + [C.ATTEMPT_ID, C.SUPERSEDED]
+        fail(e)
     if as_json:
         print(frame[cols or list(frame.columns)].to_json(orient="records", indent=1))
         return
-    console.print(render(frame, cols, title=f"{store} ({len(frame)} row(s))"))
+    title = f"{store} ({len(frame)} row(s))"
+    if cols is not None:
+        Console().print(render(frame, cols, title=title))
+    elif every_column:
+        Console().print(render_records(frame, title=title))
+    else:
+        Console().print(render_summary(frame, title=title, extra=(C.SUPERSEDED,) if attempts else ()))
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ from dct.errors import ConfigError, DCTError
 from . import columns as C
 from . import store as S
 from .provenance import now_iso, provenance, redact
-from .spec import Cell, Spec, load_spec
+from .spec import Cell, Spec, check_cells, load_spec
 
 TABLE = "dct_grid_cells"
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
@@ -115,7 +115,9 @@ class GridBoard:
         sqlite = url.startswith("sqlite")
         kwargs = {"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True}
         try:
-            self.engine = sa.create_engine(url, **kwargs)
+            from .search import engine_url
+
+            self.engine = sa.create_engine(engine_url(url), **kwargs)
             self.metadata, self.t = _table()
             self._create()
         except (sa.exc.SQLAlchemyError, ImportError) as e:
@@ -338,13 +340,14 @@ def run_grid_worker(spec_path: str | Path, *, storage: str, store: str | Path | 
                     console: Console | None = None) -> WorkerResult:
     """Claim and run cells of a spec until none is left (see the module docstring)."""
     from .grid import _Signals, _print_outcome, _row, _spec_file_name, _worker
-    from .measure import resolve_device
+    from dct.device import resolve_device
     from .registry import get_cell
 
     console = console or Console(stderr=True)
     if heartbeat <= 0 or heartbeat >= lease:
         raise ConfigError(f"--heartbeat {heartbeat:g} must be > 0 and below the lease ({lease:g} s)")
     spec = load_spec(spec_path, store=store)
+    check_cells(spec, list(spec.cells.values()))
     timeout = timeout_per_cell if timeout_per_cell is not None else spec.timeout_per_cell
     resolved = resolve_device(device)
     kind = get_cell(spec.kind)
@@ -353,77 +356,79 @@ def run_grid_worker(spec_path: str | Path, *, storage: str, store: str | Path | 
     hashes = list(by_hash)
     store_path = spec.store
     store_path.mkdir(parents=True, exist_ok=True)
-    board = GridBoard(storage, spec.name, lease=lease, max_attempts=max_attempts)
-    me = worker_id()
-    result = WorkerResult(spec=spec, worker=me)
-    try:
-        added = board.register(cells, S.done_hashes(store_path), retry_failed=retry_failed)
-        if spec.path is not None and spec.spec_hash is not None:
-            S.save_spec(store_path, spec.path, spec.spec_hash)
-        console.print(f"[bold]{spec.name}[/]: worker {me} on {resolved}; {len(cells)} cell(s) ({added} new in the "
-                      f"table) {board.counts(hashes)}; storage {redact(storage)}; store {store_path}", highlight=False)
-        run_id = S.new_attempt_id()
-        spec_file = _spec_file_name(spec)
-        wait = poll if poll is not None else max(1.0, heartbeat)
-        with _Signals() as signals:
-            claim = None
-            try:
-                while True:
-                    for h, attempts in board.expire_exhausted(hashes):
-                        _write_given_up(spec, by_hash[h], store_path, run_id, spec_file, attempts)
-                    claim = board.claim(hashes, me)
-                    if claim is None:
-                        if board.counts(hashes).get(RUNNING):
-                            time.sleep(wait)  # another worker's cell may yet come back to us
-                            continue
-                        break
-                    cell = by_hash[claim.config_hash]
-                    if claim.previous_attempt_id:
-                        previous = _attempt_row(store_path, cell.config_hash, claim.previous_attempt_id)
-                        if previous is not None:
-                            board.finish(claim, previous[C.STATUS], previous.get(C.ERROR))
-                            result.recovered.append(cell.config_hash)
+    # shared with the other workers on this store, refused while `dct bench run` holds it exclusively
+    with S.locked(store_path, shared=True):
+        board = GridBoard(storage, spec.name, lease=lease, max_attempts=max_attempts)
+        me = worker_id()
+        result = WorkerResult(spec=spec, worker=me)
+        try:
+            added = board.register(cells, S.done_hashes(store_path), retry_failed=retry_failed)
+            if spec.path is not None and spec.spec_hash is not None:
+                S.save_spec(store_path, spec.path, spec.spec_hash)
+            console.print(f"[bold]{spec.name}[/]: worker {me} on {resolved}; {len(cells)} cell(s) ({added} new in the "
+                          f"table) {board.counts(hashes)}; storage {redact(storage)}; store {store_path}", highlight=False)
+            run_id = S.new_attempt_id()
+            spec_file = _spec_file_name(spec)
+            wait = poll if poll is not None else max(1.0, heartbeat)
+            with _Signals() as signals:
+                claim = None
+                try:
+                    while True:
+                        for h, attempts in board.expire_exhausted(hashes):
+                            _write_given_up(spec, by_hash[h], store_path, run_id, spec_file, attempts)
+                        claim = board.claim(hashes, me)
+                        if claim is None:
+                            if board.counts(hashes).get(RUNNING):
+                                time.sleep(wait)  # another worker's cell may yet come back to us
+                                continue
+                            break
+                        cell = by_hash[claim.config_hash]
+                        if claim.previous_attempt_id:
+                            previous = _attempt_row(store_path, cell.config_hash, claim.previous_attempt_id)
+                            if previous is not None:
+                                board.finish(claim, previous[C.STATUS], previous.get(C.ERROR))
+                                result.recovered.append(cell.config_hash)
+                                claim = None
+                                continue
+                        job = {"module": kind.module, "kind": spec.kind, "config": cell.config,
+                               "config_hash": cell.config_hash, "label": cell.label, "device": resolved,
+                               "warmup_steps": spec.warmup_steps,
+                               "out_dir": str(S.artifacts_dir(store_path, cell.config_hash, claim.attempt_id))}
+                        prov = provenance(spec_file=spec_file, spec_hash=spec.spec_hash)
+                        started = now_iso()
+                        try:
+                            with _Heartbeat(board, claim, heartbeat) as beat:
+                                outcome = _worker().run_in_child(job, timeout=timeout, on_progress=beat.check)
+                            if beat.lost.is_set() or not board.renew(claim):
+                                raise LeaseLost(f"the lease of cell {cell.config_hash} was lost")
+                        except LeaseLost:
+                            console.print(f"[yellow]lease lost[/] {cell.config_hash} {cell.label}: another worker has "
+                                          "it; nothing written", highlight=False)
+                            result.lost.append(cell.config_hash)
                             claim = None
                             continue
-                    job = {"module": kind.module, "kind": spec.kind, "config": cell.config,
-                           "config_hash": cell.config_hash, "label": cell.label, "device": resolved,
-                           "warmup_steps": spec.warmup_steps,
-                           "out_dir": str(S.artifacts_dir(store_path, cell.config_hash, claim.attempt_id))}
-                    prov = provenance(spec_file=spec_file, spec_hash=spec.spec_hash)
-                    started = now_iso()
-                    try:
-                        with _Heartbeat(board, claim, heartbeat) as beat:
-                            outcome = _worker().run_in_child(job, timeout=timeout, on_progress=beat.check)
-                        if beat.lost.is_set() or not board.renew(claim):
-                            raise LeaseLost(f"the lease of cell {cell.config_hash} was lost")
-                    except LeaseLost:
-                        console.print(f"[yellow]lease lost[/] {cell.config_hash} {cell.label}: another worker has "
-                                      "it; nothing written", highlight=False)
-                        result.lost.append(cell.config_hash)
-                        claim = None
-                        continue
-                    with signals.deferred():
-                        row = _row(spec, cell, run_id=run_id, attempt_id=claim.attempt_id, store=store_path,
-                                   started=started, finished=now_iso(), result=outcome, prov=prov)
-                        S.write_attempt(store_path, row, outcome.get("curves", []))
-                        board.finish(claim, row[C.STATUS], row.get(C.ERROR))
-                        result.ran.append((cell.config_hash, row[C.STATUS]))
-                        claim = None
-                    _print_outcome(console, cell, row)
-            except KeyboardInterrupt as e:
-                from .grid import GridInterrupted
+                        with signals.deferred():
+                            row = _row(spec, cell, run_id=run_id, attempt_id=claim.attempt_id, store=store_path,
+                                       started=started, finished=now_iso(), result=outcome, prov=prov)
+                            S.write_attempt(store_path, row, outcome.get("curves", []))
+                            board.finish(claim, row[C.STATUS], row.get(C.ERROR))
+                            result.ran.append((cell.config_hash, row[C.STATUS]))
+                            claim = None
+                        _print_outcome(console, cell, row)
+                except KeyboardInterrupt as e:
+                    from .grid import GridInterrupted
 
-                if claim is not None:
-                    board.release(claim)
-                result.interrupted_by = e.signum if isinstance(e, GridInterrupted) else signal.SIGINT
-                console.print(f"[yellow]stopped by {signal.Signals(result.interrupted_by).name}[/]: "
-                              f"{len(result.ran)} cell(s) run here; the claim was handed back")
-        result.counts = board.counts(hashes)
-        console.print(f"worker {me}: ran {len(result.ran)}, recovered {len(result.recovered)}, lost "
-                      f"{len(result.lost)}; grid now {result.counts}", highlight=False)
-    finally:
-        board.close()
-    return result
+                    if claim is not None:
+                        board.release(claim)
+                    result.interrupted_by = e.signum if isinstance(e, GridInterrupted) else signal.SIGINT
+                    console.print(f"[yellow]stopped by {signal.Signals(result.interrupted_by).name}[/]: "
+                                  f"{len(result.ran)} cell(s) run here; the claim was handed back")
+            result.counts = board.counts(hashes)
+            console.print(f"worker {me}: ran {len(result.ran)}, recovered {len(result.recovered)}, lost "
+                          f"{len(result.lost)}; grid now {result.counts}", highlight=False)
+        finally:
+            board.close()
+        return result
 
 
 def _write_given_up(spec: Spec, cell: Cell, store: Path, run_id: str, spec_file: str | None, attempts: int) -> None:

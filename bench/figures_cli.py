@@ -19,19 +19,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dct.clikit import fail
 from dct.errors import DCTError
 
 figures_app = typer.Typer(help="Figures of result stores (PNG, SVG or PDF).", subcommand_metavar="")
 report_app = typer.Typer(help="One self-contained HTML report (and its Markdown twin) of result stores.",
                          subcommand_metavar="")
 
-ResultsOpt = Annotated[list[Path], typer.Option("--results", help="A result store folder (or an experiment name "
+ResultsOpt = Annotated[list[Path], typer.Option("--store", "--results", help="A result store folder (or an experiment name "
                                                 "under results/); repeat for several stores.")]
-
-
-def _fail(console: Console, error: Exception) -> None:
-    console.print(f"[red]error:[/] {error}", highlight=False)
-    raise typer.Exit(2)
 
 
 @figures_app.callback(invoke_without_command=True)
@@ -66,7 +62,7 @@ def figures_command(
             done = F.draw_figures(store, out=target, formats=fmt, only=only)
             _print_figures(console, done)
     except DCTError as e:
-        _fail(console, e)
+        fail(e)
 
 
 def _print_figures(console: Console, done) -> None:
@@ -96,7 +92,7 @@ def report_command(
     try:
         built = build_report(results, out=out, title=title)
     except DCTError as e:
-        _fail(console, e)
+        fail(e)
     for sr in built.stores:
         skipped = ", ".join(s.kind for s in sr.figures.skipped)
         console.print(f"{sr.data.path}: {len(sr.data.cells)} cell(s), {len(sr.figures.drawn)} figure(s)"

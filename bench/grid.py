@@ -30,11 +30,11 @@ from dct.errors import ConfigError
 
 from . import columns as C
 from . import store as S
-from .measure import resolve_device
+from dct.device import resolve_device
 from .provenance import now_iso, provenance, redact
 from .registry import get_cell
-from .spec import Cell, Spec, load_spec, select
-from .table import render
+from .spec import Cell, Spec, check_cells, load_spec, select
+from .table import render_summary
 
 
 class GridInterrupted(KeyboardInterrupt):
@@ -151,26 +151,31 @@ def plan_table(spec: Spec, cells: list[Cell], store: Path) -> Table:
 def run_grid(spec: str | Path | Spec, *, store: str | Path | None = None, force: bool = False,
              only: list[str] | tuple[str, ...] = (), dry_run: bool = False, device: str = "auto",
              timeout_per_cell: float | None = None, console: Console | None = None,
-             show_progress: bool = True, plan: bool = True) -> GridResult:
+             show_progress: bool = True, out: Console | None = None, plan: bool = True) -> GridResult:
     """Run (or with dry_run, list) the cells of a spec into its store; see the module docstring.
+    Progress and log lines go to `console`, the results (plan, summary table) to `out` (default: the
+    same console; the CLI passes stderr and stdout).
 
     plan: for `step` cells, predict each cell's peak memory and FLOPs first (bench.plan, seconds on the
     CPU): on a GPU a cell predicted not to fit is recorded as predicted-oom, with the prediction, instead
     of being run; every row gets metric_plan_peak_bytes and metric_plan_flops. plan=False runs every cell."""
     console = console or Console()
+    out = out or console
     if not isinstance(spec, Spec):
         spec = load_spec(spec, store=store)
     elif store is not None:
         spec.store = Path(store)
     cells = select(spec, only)
     result = GridResult(spec=spec, store=spec.store, selected=cells)
-    if dry_run:
-        console.print(plan_table(spec, cells, spec.store))
-        return result
+    # everything a cell needs is checked before the first one runs (and before a dry run says "pending")
+    check_cells(spec, cells)
     timeout = timeout_per_cell if timeout_per_cell is not None else spec.timeout_per_cell
     if timeout is not None and not timeout > 0:
         raise ConfigError(f"--timeout-per-cell {timeout!r} is not accepted: a number of seconds > 0")
     resolved = resolve_device(device)
+    if dry_run:
+        out.print(plan_table(spec, cells, spec.store))
+        return result
     kind = get_cell(spec.kind)
 
     with _Signals() as signals:
@@ -185,7 +190,7 @@ def run_grid(spec: str | Path | Spec, *, store: str | Path | None = None, force:
                           f"{len(result.ran)} cell(s) recorded, {len(result.pending)} pending; "
                           "run the same command again to resume")
 
-    _print_summary(console, result)
+    _print_summary(out, result)
     return result
 
 
@@ -294,7 +299,7 @@ def _print_summary(console: Console, result: GridResult) -> None:
     if cells.empty:
         return
     wanted = {c.config_hash for c in result.selected}
-    console.print(render(cells[cells[C.CONFIG_HASH].isin(wanted)], title=f"{result.spec.name} ({result.store})"))
+    console.print(render_summary(cells[cells[C.CONFIG_HASH].isin(wanted)], title=f"{result.spec.name} ({result.store})"))
     counts: dict[str, int] = {}
     for _, status in result.ran:
         counts[status] = counts.get(status, 0) + 1

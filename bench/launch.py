@@ -27,6 +27,7 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 from rich.console import Console
 
+from dct.clikit import DEVICE_HELP, JSON_HELP, fail
 from dct.errors import ConfigError, DCTError
 
 from .provenance import redact
@@ -43,18 +44,13 @@ StudyOpt = Annotated[Optional[str], typer.Option("--study", help="The Optuna stu
 GridOpt = Annotated[Optional[Path], typer.Option("--grid", help="The grid spec (TOML) to work on.")]
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Grid: the store folder (default: the spec's).")]
 ResultsOpt = Annotated[Path, typer.Option("--results", help="Study: results root (store <results>/search/<study>).")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout-per-cell", help="Seconds before a cell (trial) "
                                                      "is killed.")]
 HeartbeatOpt = Annotated[int, typer.Option("--heartbeat", help="Seconds between heartbeats of a running cell/trial.")]
 GraceOpt = Annotated[Optional[int], typer.Option("--grace", help="Seconds without a heartbeat after which another "
                                                  "worker takes the cell/trial over (default 4 x heartbeat).")]
 RetryOpt = Annotated[int, typer.Option("--max-retry", help="How often a cell/trial whose worker died is run again.")]
-
-
-def _fail(console: Console, exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False)
-    raise typer.Exit(2)
 
 
 def _target(study: str | None, grid: Path | None) -> tuple[str, str]:
@@ -187,6 +183,7 @@ def worker_command(
     results: ResultsOpt = Path("results"), device: DeviceOpt = "auto", timeout_per_cell: TimeoutOpt = None,
     heartbeat: HeartbeatOpt = 30, grace: GraceOpt = None, max_retry: RetryOpt = 3,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Grid: run failed cells again.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP + " (what this worker did)")] = False,
 ) -> None:
     """Work on a shared study (--study) or grid (--grid) until nothing is left; exit 128+signal when stopped."""
     console = Console(stderr=True)
@@ -196,7 +193,11 @@ def worker_command(
                              results=str(results), device=device, timeout=timeout_per_cell, heartbeat=heartbeat,
                              grace=grace, max_retry=max_retry, retry_failed=retry_failed, console=console)
     except DCTError as e:
-        _fail(console, e)
+        fail(e)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(summary, default=str))
     if summary.get("interrupted_by"):
         raise typer.Exit(128 + summary["interrupted_by"])
 
@@ -224,7 +225,7 @@ def launch_command(
     """Prepare a study or grid, then start N workers on it through submitit."""
     console = Console(stderr=True)
     if slurm == local:
-        _fail(console, ConfigError("give exactly one of --slurm and --local"))
+        fail(ConfigError("give exactly one of --slurm and --local"))
     try:
         kind, target = _target(study, grid)
         options = {"store": str(store) if store else None, "results": str(results), "device": device,
@@ -236,7 +237,7 @@ def launch_command(
                                      "gpus_per_node": gpus_per_node, "cpus_per_task": cpus_per_task,
                                      "mem_gb": mem_gb}, console=console)
     except DCTError as e:
-        _fail(console, e)
+        fail(e)
     if not wait:
         return
     failed, total = 0, 0

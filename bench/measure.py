@@ -144,29 +144,6 @@ class StepTimer:
 # --- devices ---------------------------------------------------------------------------------------------
 
 
-def resolve_device(requested: str) -> str:
-    """'auto' -> 'cuda:0' when CUDA is available, else 'cpu'; checks that a named device exists."""
-    import torch
-
-    if requested == "auto":
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(requested)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"--device {requested!r} is not accepted: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
-    if dev.type == "cpu":
-        return "cpu"
-    if dev.type != "cuda":
-        raise ConfigError(f"--device {requested!r} is not accepted: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    if not torch.cuda.is_available():
-        raise ConfigError(f"--device {requested!r}: torch.cuda.is_available() is False on this machine "
-                          f"(torch {torch.__version__}); use --device cpu")
-    index = dev.index or 0
-    if index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {requested!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return f"cuda:{index}"
-
-
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:

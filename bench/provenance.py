@@ -8,35 +8,18 @@ import datetime as _dt
 import hashlib
 import importlib.metadata
 import platform
-import re
 import socket
 import subprocess
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from dct.redact import redact
+
 from . import columns as C
 
 PACKAGES = ("torch", "diffusers", "transformers", "timm", "torch-fidelity", "optuna", "numpy", "pandas",
             "dct-bench")
-
-# scheme://user:password@host -> scheme://user:***@host ; and password=... in a query string or DSN.
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s]*):(?P<pw>[^@/\s]*)@")
-_KEY_PASSWORD = re.compile(r"(?P<head>\b(?:password|passwd|pwd)\s*=\s*)(?P<pw>[^&\s;'\"]+)", re.IGNORECASE)
-REDACTED = "***"
-
-
-def redact(value: Any) -> Any:
-    """The same value with passwords in URL-looking strings replaced by ***, recursively in dicts/lists."""
-    if isinstance(value, str):
-        value = _URL_PASSWORD.sub(lambda m: f"{m['head']}:{REDACTED}@", value)
-        return _KEY_PASSWORD.sub(lambda m: f"{m['head']}{REDACTED}", value)
-    if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(redact(v) for v in value)
-    return value
-
 
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")

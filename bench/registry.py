@@ -13,7 +13,8 @@
 
 `keys` is the set of settings a spec may name (None: any); `validate(config) -> config` raises
 `dct.errors.ConfigError` naming a bad value and returns the full config (defaults filled in), which is
-what gets hashed and stored. `run` executes in a fresh child process, so it must be a module-level
+what gets hashed and stored. The optional `check(config)` raises a DCTError for what must exist outside
+the config (classifiers, files); the runner calls it on every cell before the first one runs. `run` executes in a fresh child process, so it must be a module-level
 function: the child imports its module, which registers the kind again there.
 
 Kinds the project ships are registered by importing the modules in BUILTIN_MODULES on first lookup;
@@ -46,6 +47,9 @@ class CellKind:
     keys: frozenset[str] | None
     validate: Callable[[dict], dict]
     run: Callable[[dict, Any], CellOutput]
+    # what validate cannot know from the values alone (a classifier or file that must exist), checked for
+    # every cell before the first one runs
+    check: Callable[[dict], None] | None = None
 
     @property
     def module(self) -> str:
@@ -57,7 +61,7 @@ _builtins_loaded = False
 
 
 def register_cell(kind: str, *, keys: set[str] | None, validate: Callable[[dict], dict],
-                  run: Callable[[dict, Any], CellOutput]) -> CellKind:
+                  run: Callable[[dict, Any], CellOutput], check: Callable[[dict], None] | None = None) -> CellKind:
     """Register (or re-register, e.g. when a module is imported again in the child) a cell kind."""
     if not isinstance(kind, str) or not kind:
         raise ValueError(f"cell kind must be a non-empty string, got {kind!r}")
@@ -66,7 +70,7 @@ def register_cell(kind: str, *, keys: set[str] | None, validate: Callable[[dict]
         # The child process finds `run` by importing its module; a lambda or nested function has no
         # importable name there.
         raise ValueError(f"run for cell kind {kind!r} must be a module-level function, got {qualname!r}")
-    cell = CellKind(kind, None if keys is None else frozenset(keys), validate, run)
+    cell = CellKind(kind, None if keys is None else frozenset(keys), validate, run, check)
     _KINDS[kind] = cell
     return cell
 

@@ -55,7 +55,7 @@ from dct.errors import ConfigError, DCTError
 
 from . import columns as C
 from . import store as S
-from .measure import resolve_device
+from dct.device import resolve_device
 from .provenance import now_iso, provenance, redact
 from .search_space import SearchSpace, load_space, parse_space
 from .spec import Cell, Spec, _fmt
@@ -116,14 +116,30 @@ def resolve_storage_url(url: str | None, study_name: str | None = None, results:
         if study_name is None:
             raise ConfigError("no --storage given (nor $DCT_STORAGE) and no study name for the default SQLite file")
         return default_storage(study_name, results, create=create)
-    password = os.environ.get(PASSWORD_ENV)
-    if password and "://" in url and not url.startswith("sqlite"):
-        from sqlalchemy.engine import make_url
+    if "://" not in url or url.startswith("sqlite"):
+        return url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
+    try:
         parsed = make_url(url)
-        if parsed.password is None:
-            url = parsed.set(password=password).render_as_string(hide_password=False)
+    except ArgumentError:
+        raise ConfigError(f"--storage {redact(url)!r} is not a database URL: use e.g. postgresql://user@host/db "
+                          "or sqlite:///path/study.db") from None
+    password = os.environ.get(PASSWORD_ENV)
+    if password and parsed.password is None:
+        return parsed.set(password=password).render_as_string(hide_password=False)
     return url
+
+
+def engine_url(url: str) -> str:
+    """The URL SQLAlchemy connects with: a bare postgresql:// names psycopg 3, the driver dct installs
+    (SQLAlchemy 2 maps it to psycopg2). Messages keep showing the URL as the user gave it."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return url
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
 def without_password(url: str) -> tuple[str, str | None]:
@@ -150,7 +166,7 @@ def make_storage(url: str, *, heartbeat: int = 30, grace: int | None = None, max
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
+            return RDBStorage(engine_url(url), engine_kwargs=engine, heartbeat_interval=heartbeat,
                               grace_period=grace or 4 * heartbeat,
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
     except (SQLAlchemyError, ImportError) as e:
@@ -526,10 +542,11 @@ def run_trials(study, space: SearchSpace, runner: TrialRunner, *, wait_for_other
         with _sigterm_as_interrupt():
             while True:
                 trials = study.get_trials(deepcopy=False)
-                waiting = [t for t in trials if t.state == TrialState.WAITING]
                 running = [t for t in trials if t.state == TrialState.RUNNING]
                 done = finished_trials(trials)
-                if waiting or len(done) + len(running) < target:
+                # enqueued trials (presets, retries) wait their turn within the budget: `--trials 1` runs
+                # one trial even when the space enqueues two presets
+                if len(done) + len(running) < target:
                     runner.current = None
                     study.optimize(runner, n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
                     _report_trial(console, study, runner.current, space, result)

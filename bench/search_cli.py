@@ -17,9 +17,9 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from dct.clikit import DEVICE_HELP, JSON_HELP, fail
 from dct.errors import DCTError
 
-from .provenance import redact
 
 search_app = typer.Typer(help="Optuna search over training settings; every trial is a measured cell in the "
                               "study's result store.", no_args_is_help=False, add_completion=False)
@@ -34,9 +34,14 @@ StorageOpt = Annotated[Optional[str], typer.Option(
 ResultsOpt = Annotated[Path, typer.Option("--results", help="Results root; the study's store is <results>/search/<study>.")]
 
 
-def _fail(console: Console, exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {redact(str(exc))}", highlight=False)
-    raise typer.Exit(2)
+JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+
+
+def _trials_json(study) -> str:
+    import json
+
+    return json.dumps([{"number": t.number, "state": t.state.name.lower(), "values": t.values, "params": t.params,
+                        "user_attrs": t.user_attrs} for t in study.get_trials(deepcopy=False)], indent=1, default=str)
 
 
 def _study_name(study: str | None, space: Path | None) -> str:
@@ -63,7 +68,7 @@ def search(
     storage: StorageOpt = None,
     study: StudyOpt = None,
     results: ResultsOpt = Path("results"),
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
     timeout_per_trial: Annotated[Optional[float], typer.Option("--timeout-per-trial", help="Seconds before a "
                                                                "trial's cell is killed.")] = None,
     heartbeat: Annotated[int, typer.Option("--heartbeat", help="Seconds between heartbeats of a running trial.")] = 30,
@@ -71,6 +76,7 @@ def search(
                                                  "failed and retried (default 4 x heartbeat).")] = None,
     max_retry: Annotated[int, typer.Option("--max-retry", help="Retries of a trial whose worker died.")] = 3,
     figures: Annotated[bool, typer.Option("--figures/--no-figures", help="Draw the study's figures at the end.")] = True,
+    as_json: JsonOpt = False,
 ) -> None:
     """Create or resume a study and run its trials (ablations/search.toml by default)."""
     if ctx.invoked_subcommand is not None:
@@ -83,8 +89,11 @@ def search(
                             timeout_per_trial=timeout_per_trial, heartbeat=heartbeat, grace=grace,
                             max_retry=max_retry, figures=figures, console=console)
     except DCTError as e:
-        _fail(console, e)
-    _print_summary(console, result)
+        fail(e)
+    if as_json:
+        typer.echo(_trials_json(result.study))
+    else:
+        _print_summary(console, result)
     if result.interrupted_by is not None:
         raise typer.Exit(128 + result.interrupted_by)
 
@@ -106,7 +115,7 @@ def best_command(
     out: Annotated[Optional[Path], typer.Option("--out", help="Preset file to write (default "
                                                 "<results>/search/<study>/best.toml).")] = None,
     trial: Annotated[Optional[int], typer.Option("--trial", help="Export this trial instead of the best.")] = None,
-    space: SpaceOpt = None,
+    space: SpaceOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Export the best trial's configuration as a preset file for `dct train --preset FILE`."""
     from .search import export_best, study_store
@@ -116,15 +125,21 @@ def best_command(
         found, sp = _open(study, storage, results, space)
         path = export_best(found, sp, out or study_store(found.study_name, results) / "best.toml", number=trial)
     except DCTError as e:
-        _fail(console, e)
+        fail(e)
     console.print(f"wrote {path}\n  dct train --class <c> --preset {path}", highlight=False)
-    typer.echo(str(path))
+    if as_json:
+        import json
+
+        typer.echo(json.dumps({"preset": str(path)}))
+    else:
+        typer.echo(str(path))
 
 
 @search_app.command("show")
 def show_command(study: StudyOpt = None, storage: StorageOpt = None, results: ResultsOpt = Path("results"),
                  space: SpaceOpt = None,
-                 limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many rows.")] = None) -> None:
+                 limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many rows.")] = None,
+                 as_json: JsonOpt = False) -> None:
     """The study's complete trials, best first (Pareto trials marked)."""
     from .search import budget, finished_trials, trials_table
 
@@ -132,7 +147,10 @@ def show_command(study: StudyOpt = None, storage: StorageOpt = None, results: Re
     try:
         found, sp = _open(study, storage, results, space)
     except DCTError as e:
-        _fail(Console(stderr=True), e)
+        fail(e)
+    if as_json:
+        typer.echo(_trials_json(found))
+        return
     console.print(trials_table(found, sp, limit=limit))
     console.print(f"{len(finished_trials(found.get_trials(deepcopy=False)))} of {budget(found)} trial(s) finished")
 
@@ -147,6 +165,6 @@ def plots_command(study: StudyOpt = None, storage: StorageOpt = None, results: R
     try:
         found, sp = _open(study, storage, results, space)
     except DCTError as e:
-        _fail(console, e)
+        fail(e)
     for name, where in save_figures(found, sp, study_store(found.study_name, results) / FIGURES_DIR).items():
         console.print(f"{name}: {where}", highlight=False)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -249,10 +250,16 @@ def _expand(kind: CellKind, fixed: dict, axes: dict[str, list], include: list[di
                 raw[SEED_KEY] = cell_values[SEED_KEY] = seed
                 if len(seeds) > 1:
                     cell_label = f"{label} seed={seed}"
+            for key, value in raw.items():
+                if any(isinstance(v, float) and not math.isfinite(v)
+                       for v in (value if isinstance(value, (list, tuple)) else [value])):
+                    fail(f"cell {cell_label!r}: {key}={value!r} is not accepted: a finite number")
             try:
                 config = kind.validate(dict(raw))
             except ConfigError as e:
                 fail(f"cell {cell_label!r}: {e}")
+            except (TypeError, ValueError) as e:  # a validate() that compared a value of the wrong type
+                fail(f"cell {cell_label!r}: a setting has the wrong type ({e})")
             if not isinstance(config, dict):
                 raise TypeError(f"validate() of cell kind {kind.name!r} returned {type(config).__name__}, not a dict")
             h = config_hash(redact(config))
@@ -263,6 +270,20 @@ def _expand(kind: CellKind, fixed: dict, axes: dict[str, list], include: list[di
                 continue
             cells[h] = Cell(h, cell_label, config, origin, cell_values)
     return cells
+
+
+def check_cells(spec: Spec, cells: list[Cell]) -> None:
+    """The kind's check on every cell (classifiers and files that must exist), before any cell runs."""
+    from dct.errors import DCTError
+
+    kind = get_cell(spec.kind)
+    if kind.check is None:
+        return
+    for cell in cells:
+        try:
+            kind.check(cell.config)
+        except DCTError as e:
+            raise ConfigError(f"{spec.path or spec.name}: cell {cell.label!r}: {e}") from None
 
 
 def select(spec: Spec, only: list[str] | tuple[str, ...] = ()) -> list[Cell]:

@@ -115,6 +115,21 @@ def _parts(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
 
 
+def _read_parts(paths: list[Path]) -> list[pd.DataFrame]:
+    """Every readable part; a damaged one (truncated, overwritten, not Parquet) is skipped with a warning
+    naming it, so one bad file never makes the whole store unreadable."""
+    from dct.clikit import warn
+
+    frames = []
+    for p in paths:
+        try:
+            frames.append(pd.read_parquet(p))
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+            warn(f"skipping damaged store file {p} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                 "the other rows are read")
+    return frames
+
+
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     columns = list(dict.fromkeys(c for f in frames for c in f.columns))
     # A column that is all missing in one part (None -> Parquet null) would turn the whole column into
@@ -135,10 +150,10 @@ def _mark_current(cells: pd.DataFrame) -> pd.DataFrame:
 
 def load_cells(store: str | Path, *, all_rows: bool = False) -> pd.DataFrame:
     """Cell rows of a store: the current row of each cell, or every attempt (with SUPERSEDED) if all_rows."""
-    parts = _parts(Path(store) / CELLS_DIR)
-    if not parts:
+    frames = _read_parts(_parts(Path(store) / CELLS_DIR))
+    if not frames:
         return pd.DataFrame(columns=[C.CONFIG_HASH, C.LABEL, C.STATUS, C.ATTEMPT_ID, C.SUPERSEDED])
-    cells = _mark_current(_concat([pd.read_parquet(p) for p in parts]))
+    cells = _mark_current(_concat(frames))
     if not all_rows:
         cells = cells[~cells[C.SUPERSEDED]].reset_index(drop=True)
     return cells
@@ -150,7 +165,7 @@ def load_curves(store: str | Path, *, all_rows: bool = False) -> pd.DataFrame:
     parts = _parts(Path(store) / CURVES_DIR)
     keep = set(cells[C.ATTEMPT_ID]) if len(cells) else set()
     # The part name is "<hash>-<attempt>.parquet": filter before reading, and drop orphans of a killed run.
-    frames = [pd.read_parquet(p) for p in parts if p.stem.split("-", 1)[1] in keep]
+    frames = _read_parts([p for p in parts if p.stem.split("-", 1)[1] in keep])
     if not frames:
         return pd.DataFrame(columns=[C.CONFIG_HASH, C.ATTEMPT_ID, C.EPOCH])
     return _concat(frames)
@@ -178,25 +193,35 @@ def save_spec(store: str | Path, spec_file: str | Path, spec_hash: str) -> None:
 
 
 @contextmanager
-def locked(store: str | Path) -> Iterator[Path]:
-    """Exclusive use of a store by this process (released by the kernel even on SIGKILL). Leftover temp
-    files of a killed writer are removed once the lock is held."""
+def locked(store: str | Path, *, shared: bool = False) -> Iterator[Path]:
+    """Use of a store by this process (released by the kernel even on SIGKILL): exclusive for the grid
+    runner (`dct bench run`), shared among the grid workers (`dct worker --grid`, which split cells
+    through their database), so a runner and workers never run the same cells side by side. Leftover
+    temp files of a killed writer are removed under the exclusive lock only (workers may be writing)."""
     store = Path(store)
-    store.mkdir(parents=True, exist_ok=True)
-    fd = os.open(store / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        fd = os.open(store / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise DCTError(f"store {str(store)!r} cannot be written ({e.strerror or e}); choose another --store") from None
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise StoreBusyError(f"store {store} is in use by another runner (pid {holder}); "
-                                 "wait for it or use another --store") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        for folder in (CELLS_DIR, CURVES_DIR, SPECS_DIR):
-            for tmp in (store / folder).glob(f"{_TMP_PREFIX}*"):
-                tmp.unlink(missing_ok=True)
-        yield store
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            by = f"`dct bench run`, pid {holder}" if holder else "grid worker(s), `dct worker --grid`"
+            raise StoreBusyError(f"store {store} is in use by another runner ({by}); wait for it or use "
+                                 "another --store") from None
+        if not shared:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            for folder in (CELLS_DIR, CURVES_DIR, SPECS_DIR):
+                for tmp in (store / folder).glob(f"{_TMP_PREFIX}*"):
+                    tmp.unlink(missing_ok=True)
+        try:
+            yield store
+        finally:
+            if not shared:
+                os.ftruncate(fd, 0)  # a worker that finds the lock file empty knows no runner holds it
     finally:
         os.close(fd)
-

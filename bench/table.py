@@ -29,6 +29,86 @@ def default_columns(frame: pd.DataFrame) -> list[str]:
     return cols
 
 
+# The summary a terminal shows by default: what a reader compares across cells, in 80 columns. Each
+# entry is (heading, formatter of one row or None when the store lacks its columns).
+def _mib(row, col=C.PEAK_MEM_BYTES) -> str:
+    v = row.get(col)
+    return "-" if _missing(v) else (f"{v / 2**30:.1f} GiB" if v >= 10 * 2**30 else f"{v / 2**20:.0f} MiB")
+
+
+def _num(v, fmt: str = "{:.2f}") -> str:
+    return "-" if _missing(v) else fmt.format(v)
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _acc_ci(row) -> str:
+    acc, lo, hi = (row.get(C.metric_col(k)) for k in ("acc", "acc_lo", "acc_hi"))
+    if _missing(acc):
+        return "-"
+    return f"{acc:.2f}" if _missing(lo) or _missing(hi) else f"{acc:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+SUMMARY_VIEW = (
+    ("label", C.LABEL, lambda r: str(r.get(C.LABEL, ""))),
+    ("status", C.STATUS, lambda r: str(r.get(C.STATUS, ""))),
+    ("peak mem", C.PEAK_MEM_BYTES, _mib),
+    ("s/step", C.STEP_TIME_MEDIAN_S, lambda r: _num(r.get(C.STEP_TIME_MEDIAN_S))),
+    ("acc [95% CI]", C.metric_col("acc"), _acc_ci),
+    ("plain", C.metric_col("plain_acc"), lambda r: _num(r.get(C.metric_col("plain_acc")))),
+    ("FID", C.metric_col("fid"), lambda r: _num(r.get(C.metric_col("fid")), "{:.1f}")),
+)
+SUMMARY_WIDTH = 80
+
+
+def render_summary(frame: pd.DataFrame, *, title: str | None = None, extra: tuple[str, ...] = ()) -> Table:
+    """The curated view (label, status, peak memory, s/step, accuracy [CI], plain, FID), made to fit 80
+    columns: only the label wraps (at spaces), the numbers never do. `dct results show --all` has every
+    column, `--json` everything. A kind without accuracy shows its first few numeric metrics instead."""
+    from rich import box
+
+    view = [(h, f) for h, col, f in SUMMARY_VIEW if col in frame.columns]
+    if C.metric_col("acc") not in frame.columns:  # another cell kind: its own headline numbers
+        numeric = [c for c in frame.columns if c.startswith(C.METRIC_PREFIX)
+                   and pd.api.types.is_numeric_dtype(frame[c]) and frame[c].dtype != bool][:3]
+        view += [(c[len(C.METRIC_PREFIX):], lambda r, c=c: _num(r.get(c), "{:.4g}")) for c in numeric]
+    if C.SUPERSEDED in extra and C.SUPERSEDED in frame.columns:
+        view.append(("old", lambda r: "yes" if r.get(C.SUPERSEDED) is True else ""))
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False,
+                  collapse_padding=True)
+    for heading, _ in view:
+        if heading == "label":
+            table.add_column(heading, ratio=1, overflow="fold", min_width=12)
+        else:
+            table.add_column(heading, no_wrap=True, justify="left" if heading == "status" else "right")
+    for _, row in frame.iterrows():
+        cells = []
+        for heading, fmt in view:
+            text = fmt(row)
+            cells.append(Text(text, style=_STATUS_STYLE.get(text, "")) if heading == "status" else Text(text))
+        table.add_row(*cells)
+    return table
+
+
+def render_records(frame: pd.DataFrame, *, title: str | None = None) -> Table:
+    """Every column of every row, one row after another as `column  value` lines: all of it, readable in
+    any width (a table of ~100 columns is not)."""
+    from rich import box
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_header=False, pad_edge=False, show_edge=False)
+    table.add_column("column", no_wrap=True, style="bold")
+    table.add_column("value", overflow="fold")
+    for i, (_, row) in enumerate(frame.iterrows()):
+        if i:
+            table.add_section()
+        for col in frame.columns:
+            if not _missing(row[col]):
+                table.add_row(col, Text(str(row[col])))
+    return table
+
+
 def resolve_columns(frame: pd.DataFrame, wanted: Iterable[str]) -> list[str]:
     """Names as given, or without their prefix (`accuracy` -> metric_accuracy, `depth` -> cfg_depth)."""
     out = []

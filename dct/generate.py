@@ -84,10 +84,9 @@ def generate_images(
     batches = [idx[j:j + batch_size] for idx in by_length.values() for j in range(0, len(idx), batch_size)]
 
     images: list[torch.Tensor | None] = [None] * len(prompts)
-    from tqdm import tqdm
+    from .progress import progress as progress_bar
 
-    with torch.no_grad(), tqdm(total=len(prompts), disable=not progress, unit="img", desc="generate",
-                               leave=False) as bar:
+    with torch.no_grad(), progress_bar(len(prompts), "generate", progress) as bar:
         for idx in batches:
             cond = torch.cat([embeds[prompts[i]][0] for i in idx])
             uncond = torch.cat([embeds[prompts[i]][1] for i in idx])

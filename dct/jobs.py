@@ -65,6 +65,92 @@ def resolve_defaults(cfg: TrainConfig) -> Resolved:
                     judge=f"world:{manifest['default_judge']}", domain=domain)
 
 
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
+               "None": "none (leave it out)", "tuple": "a list"}
+
+
+def _type_ok(value, annotation: str) -> bool:
+    for part in (p.strip() for p in annotation.split("|")):
+        head = part.split("[", 1)[0]
+        if head not in _TYPE_WORDS:  # a type this check does not know (a Literal, a new class): TrainConfig decides
+            return True
+        if head == "None" and value is None:
+            return True
+        if head == "bool" and isinstance(value, bool):
+            return True
+        if head == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if head == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if head == "str" and isinstance(value, str):
+            return True
+        if head == "tuple" and isinstance(value, (list, tuple)):
+            return True
+    return False
+
+
+def check_finite(values: dict, where: str) -> None:
+    """NaN or infinite numbers (TOML and --guidance accept 'nan' and 'inf') would train or render garbage."""
+    import math
+
+    for key, value in values.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for v in items:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{where}{key}={value!r} is not accepted: a finite number")
+
+
+def check_train_values(values: dict, where: str = "") -> None:
+    """Types of TrainConfig values, checked before TrainConfig compares them (`lr = "fast"` would
+    otherwise fail with a TypeError deep inside its validation)."""
+    import dataclasses
+
+    types = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    for key, value in values.items():
+        if key in types and not _type_ok(value, types[key]):
+            accepted = " or ".join(dict.fromkeys(_TYPE_WORDS.get(p.strip().split("[", 1)[0], p.strip())
+                                                 for p in types[key].split("|")))
+            raise ConfigError(f"{where}{key}={value!r} is not accepted: {accepted}")
+    check_finite(values, where)
+
+
+def read_preset_file(path: Path) -> dict:
+    """The values of a preset TOML/JSON file, with a malformed file reported by name and line."""
+    import tomllib
+
+    try:
+        text = path.read_text()
+        values = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"preset file {str(path)!r} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: "
+                          f"{e}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"preset file {str(path)!r} holds a {type(values).__name__}, not a table of settings")
+    values = values.get("train", values)
+    if not isinstance(values, dict):
+        raise ConfigError(f"preset file {str(path)!r}: [train] must be a table of settings")
+    return values
+
+
+def load_train_config(preset: str, **overrides) -> TrainConfig:
+    """dct.config.load_preset, with every value's type and finiteness checked first, so a bad preset file
+    or option is one clear error naming the file, the key and what is accepted."""
+    from .config import PRESETS, load_preset
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if preset not in PRESETS and Path(preset).is_file():
+        check_train_values(read_preset_file(Path(preset)), f"preset file {preset!r}: ")
+    check_train_values(given)
+    try:
+        cfg = load_preset(preset, **overrides)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"preset {preset!r}: {e}") from None
+    check_finite(cfg.to_dict(), "")
+    return cfg
+
+
 def _need_classifier(spec: str | None) -> str:
     if spec is None:
         raise ConfigError("a real model needs --classifier (e.g. 'hf:google/vit-large-patch16-224' or a local "
@@ -144,8 +230,10 @@ def train_to_file(cfg: TrainConfig, classes: list[int | str] | str, out: str | P
     on the tiny world, the same build of it).
     """
     from .classifiers import resolve_class
+    from .device import resolve_device
+    from .outputs import ensure_writable_dir
     from .pipeline import load_parts
-    from .token import load_tokens, save_tokens
+    from .token import load_tokens
     from .train import precision_dtype, train_tokens
 
     out = Path(out)
@@ -153,6 +241,9 @@ def train_to_file(cfg: TrainConfig, classes: list[int | str] | str, out: str | P
         raise ConfigError(f"output {str(out)!r} must end in .safetensors (diffusers textual-inversion format)")
     if out.exists() and not overwrite:
         raise ConfigError(f"output {str(out)!r} exists; pass --overwrite or choose another path")
+    device = resolve_device(device)
+    check_finite(cfg.to_dict(), "")
+    ensure_writable_dir(out.parent, "output folder of --out")
     res = resolve_defaults(cfg)
     classifier = load_guide(_need_classifier(res.classifier), cfg.classifier_preprocessing, device=device)
     names = res.class_names or classifier.labels
@@ -162,6 +253,8 @@ def train_to_file(cfg: TrainConfig, classes: list[int | str] | str, out: str | P
         if t >= len(names):
             raise ConfigError(f"class {t} has no name in this world ({len(names)} classes)")
     bank = len(targets) > 1
+    if bank:
+        ensure_writable_dir(out.with_suffix(".classes"), "the bank's per-class folder")
     placeholders = {t: f"{cfg.placeholder}{t}" if bank else cfg.placeholder for t in targets}
     parts_dir = out.with_suffix(".classes")
     world_id = None
@@ -189,7 +282,9 @@ def train_to_file(cfg: TrainConfig, classes: list[int | str] | str, out: str | P
     def save_class(result) -> None:
         if bank:
             meta = class_meta(result)
-            save_tokens(parts_dir / f"class-{result.target}.safetensors", {result.placeholder: result.vector}, meta)
+            # the other classes go on training: a part that cannot be saved is rescued with a warning
+            _save_or_rescue(parts_dir / f"class-{result.target}.safetensors", {result.placeholder: result.vector}, meta,
+                            fatal=False)
             done[result.target] = {"vector": result.vector, "meta": meta}
 
     results = []
@@ -200,13 +295,34 @@ def train_to_file(cfg: TrainConfig, classes: list[int | str] | str, out: str | P
                                on_class_done=save_class, progress=progress)
     if not bank:
         sidecar = class_meta(results[0])
-        return save_tokens(out, {results[0].placeholder: results[0].vector}, sidecar), sidecar
+        return _save_or_rescue(out, {results[0].placeholder: results[0].vector}, sidecar), sidecar
     sidecar = {**common, "tokens": {placeholders[t]: {k: done[t]["meta"][k] for k in
                                                       ("class_index", "class_name", "result", "history")}
                                     for t in targets},
                "resumed_classes": sorted(set(targets) - set(todo)),
                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    return save_tokens(out, {placeholders[t]: done[t]["vector"] for t in targets}, sidecar), sidecar
+    return _save_or_rescue(out, {placeholders[t]: done[t]["vector"] for t in targets}, sidecar), sidecar
+
+
+def _save_or_rescue(path: Path, tokens: dict, sidecar: dict, *, fatal: bool = True) -> Path:
+    """Save a trained result; if that fails after all (disk full, folder removed), save it to the rescue
+    folder and say where, so minutes or hours of training are never lost to a traceback."""
+    from .errors import DCTError
+    from .outputs import rescue_path
+    from .token import save_tokens
+
+    try:
+        return save_tokens(path, tokens, sidecar)
+    except OSError as e:
+        rescued = save_tokens(rescue_path(path), tokens, sidecar)
+        message = (f"could not save {str(path)!r} ({e.strerror or e}); the trained token is saved in "
+                   f"{str(rescued)!r} (and its sidecar next to it)")
+        if fatal:
+            raise DCTError(message) from None
+        from .clikit import warn
+
+        warn(message)
+        return rescued
 
 
 def sidecar_json(sidecar: dict) -> str:
@@ -220,39 +336,49 @@ def run_generate(*, out: Path, token: Path | None, cls: int | str | None, prompt
 
     A token bank renders every class it holds unless `cls` picks one.
     """
+    from .device import resolve_device
     from .generate import generate_images, save_images
+    from .outputs import ensure_writable_dir
     from .pipeline import load_parts
-    from .token import ClassTokens, load_tokens
+    from .token import ClassTokens, check_vectors, load_tokens
 
-    vectors, meta = load_tokens(token) if token is not None else (None, {})
     if token is None and prompt is None and cls is None:
         raise ConfigError("give --token, --class or --prompt")
+    device = resolve_device(device)
+    check_finite({"--guidance": guidance}, "")
+    vectors, meta = load_tokens(token) if token is not None else (None, {})
     res = resolve_defaults(TrainConfig(model=model or token_model(meta), classifier=meta.get("classifier")))
     template = meta.get("eval_template") or res.eval_template
-    # (placeholder or None, class index) pairs to render
-    if vectors is not None:
-        by_class = {m["class_index"]: ph for ph, m in meta["tokens"].items()} if "tokens" in meta else \
-            {meta.get("class_index"): next(iter(vectors))}
-    else:
-        by_class = {}
-    names = res.class_names
-    if names is None and (cls is not None or by_class):
-        from .classifiers import load_classifier
-
-        names = load_classifier(_need_classifier(res.classifier)).labels
+    # {class index: (placeholder or None, prompt name or None)}
+    by_class: dict[int | str, tuple[str | None, str | None]] = {}
+    if vectors is not None and "tokens" in meta:
+        by_class = {m["class_index"]: (ph, m.get("class_name")) for ph, m in meta["tokens"].items()}
+    elif vectors is not None and "class_index" in meta:
+        by_class = {meta["class_index"]: (next(iter(vectors)), meta.get("class_name"))}
+    elif vectors is not None and prompt is None:
+        # a textual-inversion file dct did not write: the user names the class
+        if len(vectors) > 1:
+            raise ConfigError(f"token file {str(token)!r} holds {len(vectors)} tokens {sorted(vectors)} and no sidecar "
+                              f"naming their classes; use --prompt with one of these token strings")
+        if cls is None:
+            raise ConfigError(f"token file {str(token)!r} has no sidecar ({sidecar_name(token)}) naming its class: "
+                              "give --class (an index or name) or --prompt")
     if cls is not None:
-        index = resolve_world_class(names, cls)
+        index, name = _generate_class(res, cls)
         if by_class and index not in by_class:
             raise ConfigError(f"class {index} is not in token file {str(token)!r}; it holds classes {sorted(by_class)}")
-        by_class = {index: by_class.get(index)}
+        ph = by_class[index][0] if by_class else (next(iter(vectors)) if vectors is not None else None)
+        by_class = {index: (ph, name)}
+    ensure_writable_dir(out, "--out folder")
     parts = load_parts(res.model, device=device)
     if vectors is not None:
+        check_vectors(vectors, str(token), parts.text_encoder.get_input_embeddings().embedding_dim)
         ClassTokens(parts.tokenizer, parts.text_encoder, list(vectors), init_vectors=torch.stack(list(vectors.values())))
     jobs: dict[str, str] = {}
     if prompt is not None:
         jobs["prompt"] = prompt
-    for index, ph in by_class.items():
-        name = prompt_name(names, index)
+    for index, (ph, name) in by_class.items():
+        name = name or prompt_name(res.class_names, index)
         if ph is not None and prompt is None:
             jobs[f"token-class{index}"] = template.format(f"{ph} {name}")
         if plain or ph is None:
@@ -267,6 +393,25 @@ def run_generate(*, out: Path, token: Path | None, cls: int | str | None, prompt
                                                   "scheduler": scheduler, "steps": steps, "guidance": guidance},
                                                  indent=2))
     return files
+
+
+def sidecar_name(token: Path) -> str:
+    from .token import sidecar_path
+
+    return str(sidecar_path(token))
+
+
+def _generate_class(res: Resolved, cls: int | str) -> tuple[int | str, str]:
+    """(key, prompt name) of --class: an index or name of the world's classes; with a real model (no
+    class list without a classifier) the class as words, put in the prompt as they are."""
+    if res.class_names is not None:
+        index = resolve_world_class(res.class_names, cls)
+        return index, prompt_name(res.class_names, index)
+    if str(cls).isdigit():
+        raise ConfigError(f"--class {cls!r}: with --model {res.model!r} a class index has no name to put in the "
+                          "prompt; give the class as words (e.g. --class goldfinch) or a --token whose sidecar "
+                          "names it")
+    return str(cls), str(cls)
 
 
 def token_model(meta: dict) -> str | None:

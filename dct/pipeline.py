@@ -42,6 +42,20 @@ class Parts:
         return (int(self.unet.config.in_channels), s, s)
 
 
+def dtype_kwarg(dtype: torch.dtype) -> dict:
+    """`dtype=` where diffusers reads it (it deprecates `torch_dtype`, with a warning per load), else the
+    older `torch_dtype=`: decided from diffusers' own loader, not from a version number."""
+    import inspect
+
+    from diffusers import DiffusionPipeline
+
+    try:
+        modern = 'kwargs.pop("dtype"' in inspect.getsource(DiffusionPipeline.from_pretrained)
+    except (OSError, TypeError):
+        modern = False
+    return {"dtype": dtype} if modern else {"torch_dtype": dtype}
+
+
 def parse_dtype(name: str) -> torch.dtype:
     try:
         return DTYPES[name]
@@ -99,7 +113,7 @@ def load_parts(
         local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
-            source, torch_dtype=dtype, safety_checker=None, feature_extractor=None,
+            source, **dtype_kwarg(dtype), safety_checker=None, feature_extractor=None,
             image_encoder=None, requires_safety_checker=False, local_files_only=local_files_only,
         )
     except (OSError, EnvironmentError, ValueError) as exc:

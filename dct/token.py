@@ -58,6 +58,8 @@ class ClassTokens(torch.nn.Module):
             # Keeps ids valid; the new rows are never read (the hook overrides them) or trained.
             text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         self.register_buffer("ids", torch.tensor(ids, dtype=torch.long), persistent=False)
+        if init_vectors is not None:
+            check_vectors(dict(zip(self.placeholders, init_vectors)), "the given vectors", table.embedding_dim)
         vectors = init_vectors.float().clone() if init_vectors is not None else torch.stack(init)
         self.vectors = torch.nn.Parameter(vectors.to(table.weight.device))
         self._hook = text_encoder.get_input_embeddings().register_forward_hook(self._splice)
@@ -121,12 +123,53 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def load_tokens(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """`({token: vector (D,)}, sidecar dict)`; the sidecar is optional ({} when `<path>.json` is absent:
+    a plain diffusers textual-inversion file). Every fault is a ConfigError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"token file {str(path)!r} does not exist")
     side = sidecar_path(path)
-    meta = json.loads(side.read_text()) if side.is_file() else {}
-    return load_file(str(path)), meta
+    meta: dict = {}
+    if side.is_file():
+        try:
+            meta = json.loads(side.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"token sidecar {str(side)!r} is not valid JSON ({e}); fix or delete it "
+                              "(without a sidecar, give --class)") from None
+        if not isinstance(meta, dict):
+            raise ConfigError(f"token sidecar {str(side)!r} holds a JSON {type(meta).__name__}, not an object")
+    try:
+        tokens = load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a bad header
+        raise ConfigError(f"token file {str(path)!r} is not a readable safetensors file "
+                          f"({type(e).__name__}: {e}); expected diffusers' textual-inversion format "
+                          "{token: vector}") from None
+    return check_vectors(tokens, str(path)), meta
+
+
+def check_vectors(tokens: dict[str, torch.Tensor], source: str, width: int | None = None) -> dict[str, torch.Tensor]:
+    """One finite vector per token, all of one width (and of `width` when given): a NaN vector renders
+    black images, a wrong width fails deep inside the text encoder."""
+    if not tokens:
+        raise ConfigError(f"token file {source!r} holds no token: expected {{token: vector}}")
+    out = {}
+    for name, vec in tokens.items():
+        if vec.ndim == 2 and vec.shape[0] == 1:  # (1, D), as some textual-inversion files store it
+            vec = vec[0]
+        if vec.ndim != 1 or not vec.is_floating_point():
+            raise ConfigError(f"token {name!r} in {source!r} is a {vec.dtype} tensor of shape {tuple(vec.shape)}; "
+                              "a token is one float vector (D,)")
+        if not torch.isfinite(vec).all():
+            raise ConfigError(f"token {name!r} in {source!r} holds NaN or infinite values; it would render black "
+                              "images (retrain it)")
+        out[name] = vec
+    widths = {v.shape[0] for v in out.values()}
+    if len(widths) > 1:
+        raise ConfigError(f"tokens in {source!r} have different widths {sorted(widths)}")
+    if width is not None and widths != {width}:
+        raise ConfigError(f"token file {source!r} holds vectors of width {widths.pop()}, but this model's text "
+                          f"encoder takes width {width}: it was trained for another model")
+    return out
 
 
 def load_into_pipeline(pipe, path: str | Path) -> list[str]:

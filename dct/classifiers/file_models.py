@@ -80,8 +80,8 @@ def load_file(target: str, *, trust_pickle: bool = False) -> Classifier:
         except UnsafeWeightsError:
             raise UnsafeWeightsError(
                 f"{spec}: this is a pickled Python object (e.g. a whole nn.Module), and loading it runs "
-                "arbitrary code from the file. Pass trust_pickle=True (--trust-pickle) only if you trust its "
-                "author, or export it with torch.jit.script/trace, or save a state dict and use "
+                "arbitrary code from the file. From Python, pass trust_pickle=True to load_classifier only if you "
+                "trust its author (no dct command unpickles a classifier), or export it with torch.jit.script/trace, or save a state dict and use "
                 "timm:<arch>@file / torchvision:<arch>@file.") from None
         if isinstance(obj, dict):
             raise ClassifierSpecError(f"{spec}: the file holds a plain state dict ({len(obj)} entries); {alternatives}")

@@ -24,8 +24,33 @@ _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
 
 
 def _unsafe_message(path: Path, why: str) -> str:
+    # the CLI has no option to unpickle a classifier: trusting a file is a decision made in code
     return (f"{path} cannot be read as plain weights ({why}); unpickling it could run arbitrary code. "
-            "Convert it to .safetensors, or pass trust_pickle=True (--trust-pickle) if you trust its author.")
+            "Convert it to .safetensors, or, from Python, pass trust_pickle=True to "
+            "dct.classifiers.load_classifier if you trust its author.")
+
+
+def _is_pickle(path: Path) -> bool:
+    """Whether the file is a well-formed pickle (inside a torch zip archive, or a legacy torch file).
+    weights_only refuses such a file because of what it holds (classes, functions): it is unsafe, not
+    unreadable. Decided from the bytes, not from the error's wording, which changes between torch versions."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+                if name is None:
+                    return False
+                data = archive.read(name)
+        else:
+            data = path.read_bytes()
+        for _ in pickletools.genops(data):  # stops at the first STOP opcode; junk fails on a bad opcode
+            pass
+        return True
+    except Exception:  # noqa: BLE001 - any failure to parse means: not a pickle
+        return False
 
 
 def torch_load(path: Path, *, trust_pickle: bool):
@@ -33,10 +58,11 @@ def torch_load(path: Path, *, trust_pickle: bool):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        # The restricted unpickler names the foreign class ("Unsupported global: GLOBAL argparse.Namespace");
-        # any other failure (junk bytes, a truncated file) is unreadable whatever the trust.
-        if "Unsupported global" not in str(e) and "can still be loaded" not in str(e):
-            first = str(e).strip().splitlines()[-1][:200]
+        # A well-formed pickle that the restricted unpickler refuses holds Python objects (it names the
+        # class in a wording that varies by torch version); junk or a truncated file is unreadable
+        # whatever the trust.
+        if not _is_pickle(path):
+            first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:200]
             raise ModelNotFoundError(f"{path} is not a readable torch weights file ({first})") from None
         if not trust_pickle:
             raise UnsafeWeightsError(_unsafe_message(path, "it holds Python objects, not only tensors")) from None

@@ -32,6 +32,7 @@ from typing import Optional
 import torch
 import typer
 
+from ..clikit import DEVICE_DEFAULT, DEVICE_HELP, JSON_HELP, fail
 from ..errors import ConfigError, DCTError
 from ..jobs import token_model
 
@@ -224,11 +225,6 @@ def print_tables(result: dict, console=None) -> None:
 
 
 # ------------------------------------------------------------------------------------------- command
-def _fail(exc: Exception) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-    raise typer.Exit(2)
 
 
 def _world_reference(class_index: int, folder: Path, domain: str = "handwritten") -> Path | None:
@@ -271,9 +267,9 @@ def eval_command(
     guidance: Optional[float] = typer.Option(None, help="Classifier-free guidance scale (default: the protocol's)."),
     batch_size: int = typer.Option(16, help="Images per rollout."),
     n_boot: int = typer.Option(1000, help="Bootstrap resamples for the confidence intervals."),
-    images_out: Optional[Path] = typer.Option(None, "--images-out", help="Also save the generated images here as PNG."),
-    device: str = typer.Option("cpu", help="torch device."),
-    json_out: bool = typer.Option(False, "--json", help="Print the full result as JSON instead of tables."),
+    images_out: Optional[Path] = typer.Option(None, "--out", "--images-out", help="Also save the generated images here as PNG."),
+    device: str = typer.Option(DEVICE_DEFAULT, help=DEVICE_HELP),
+    json_out: bool = typer.Option(False, "--json", help=JSON_HELP),
 ):
     """Evaluate a learned token (or a plain class prompt): accuracy with 95% CIs, and FID/KID."""
     try:
@@ -288,7 +284,7 @@ def eval_command(
                        steps=pick(steps, "steps"), guidance=pick(guidance, "guidance"), batch_size=batch_size,
                        n_boot=n_boot, images_out=images_out, device=device, progress=not json_out)
     except DCTError as exc:
-        _fail(exc)
+        fail(exc)
     if json_out:
         typer.echo(json.dumps(result, indent=2, default=str))
     else:
@@ -298,10 +294,14 @@ def eval_command(
 def _eval(*, token, cls, classifier, model, seeds, protocol, fid, reference, reference_domain, inception_weights, trust_weights,
           template, plain_prefix, scheduler, steps, guidance, batch_size, n_boot, images_out, device, progress) -> dict:
     from ..config import TrainConfig, from_dict
-    from ..jobs import check_unseen_seeds, load_guide, prompt_name, resolve_defaults
+    from ..device import resolve_device
+    from ..jobs import check_finite, check_unseen_seeds, load_guide, prompt_name, resolve_defaults
+    from ..outputs import ensure_writable_dir
     from ..pipeline import load_parts
-    from ..token import load_tokens
+    from ..token import check_vectors, load_tokens
 
+    device = resolve_device(device)
+    check_finite({"--guidance": guidance}, "")
     vectors, meta = (load_tokens(token) if token is not None else (None, {}))
     trained = from_dict(meta["config"]) if isinstance(meta.get("config"), dict) else None
     if trained is not None:
@@ -348,7 +348,11 @@ def _eval(*, token, cls, classifier, model, seeds, protocol, fid, reference, ref
             ref_desc = f"tiny world held-out {reference_domain} images of class {target}" if ref else None
         if fid and ref is None:
             raise ConfigError("--fid needs --reference (a folder of real images of the class)")
+        if images_out is not None:
+            ensure_writable_dir(images_out, "--images-out folder")
         parts = load_parts(res.model, device=device)
+        if vectors is not None:
+            check_vectors(vectors, str(token), parts.text_encoder.get_input_embeddings().embedding_dim)
         result = run_eval(parts, judge, target, class_name, seeds, template=template, token_vectors=vectors,
                           plain_prefix=plain_prefix, reference=ref, fid=fid is not False,
                           inception_weights=str(inception_weights) if inception_weights else None,

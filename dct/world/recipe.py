@@ -128,9 +128,9 @@ class _Log:
 
 
 def _bar(total: int, desc: str, progress: bool):
-    from tqdm.auto import tqdm
+    from ..progress import progress as progress_bar
 
-    return tqdm(total=total, desc=desc, disable=not progress, mininterval=2.0, dynamic_ncols=True)
+    return progress_bar(total, desc, progress)
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
@@ -545,7 +545,9 @@ def build_world(out: str | Path, cfg: RecipeConfig | None = None, *, progress: b
         if cfg.reuse_vae:
             from diffusers import AutoencoderKL
 
-            vae = AutoencoderKL.from_pretrained(str(Path(cfg.reuse_vae) / "sd" / "vae"), torch_dtype=torch.float32)
+            from ..pipeline import dtype_kwarg
+
+            vae = AutoencoderKL.from_pretrained(str(Path(cfg.reuse_vae) / "sd" / "vae"), **dtype_kwarg(torch.float32))
             vae.requires_grad_(False).eval()
             vae_losses = []
             log(f"vae: reused from {cfg.reuse_vae}")

@@ -1,4 +1,5 @@
-"""The real CLIP BPE tokenizer, rebuilt offline from the vocabulary file that ships in open_clip_torch.
+"""The real CLIP BPE tokenizer, rebuilt offline from the CLIP BPE vocabulary shipped with this package
+(dct/world/assets/clip/, the file open_clip_torch also ships).
 
 Converted to vocab.json + merges.txt it tokenises exactly like Stable Diffusion's tokenizer.
 """
@@ -25,7 +26,12 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
+PACKAGED_BPE = Path(__file__).resolve().parent / "assets" / "clip" / "bpe_simple_vocab_16e6.txt.gz"
+
+
 def open_clip_bpe_path() -> Path:
+    if PACKAGED_BPE.is_file():
+        return PACKAGED_BPE
     spec = importlib.util.find_spec("open_clip")  # locate without importing (import pulls in timm etc.)
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFoundError("open_clip_torch is not installed: it ships the CLIP BPE vocabulary "

@@ -109,6 +109,10 @@ def test_classify_exception(exc, status):
     ("https://h/api?token=1&password=abc&x=2", "https://h/api?token=1&password=***&x=2"),
     ("http://host:8080/path", "http://host:8080/path"),  # a port is not a password
     ("user@host and a:b", "user@host and a:b"),
+    # passwords with '/', ':', '#' or '?' are found whole (the URL is parsed with SQLAlchemy's make_url)
+    ("worker h:1 on cpu; storage postgresql://dct:se/cr:et#x?y@db:5432/dct; store s",
+     "worker h:1 on cpu; storage postgresql://dct:***@db:5432/dct; store s"),
+    ("postgresql://dct:a/b@db/dct", "postgresql://dct:***@db/dct"),
 ])
 def test_redact(text, expected):
     assert redact(text) == expected

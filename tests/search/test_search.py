@@ -191,3 +191,19 @@ def test_multi_objective_study_draws_its_pareto_front(mlp_space, tmp_path, quiet
     peak = rows.set_index(C.ATTEMPT_ID)[C.PEAK_MEM_BYTES]
     for t in study.trials:  # the objective is the stored measurement (of the reused attempt, if any)
         assert peak[t.user_attrs.get(ATTR_REUSED) or t.user_attrs["attempt_id"]] == t.values[1]
+
+
+def test_trials_budget_holds_with_enqueued_trials(mlp_space, tmp_path, monkeypatch, unique):
+    """`dct search --trials 1` runs one trial, even with two trials enqueued (as a dct space's presets are)."""
+    from bench.search import make_storage, open_study, resolve_storage_url
+
+    monkeypatch.chdir(tmp_path)
+    space = mlp_space(unique, trials=5)
+    study, _ = open_study(make_storage(resolve_storage_url(None, unique, "results")), study_name=unique,
+                          space_path=space)
+    for lr in (0.01, 0.02):
+        study.enqueue_trial({"lr": lr, "width": 8})
+    out = CliRunner().invoke(search_app, ["--space", str(space), "--trials", "1", "--device", "cpu", "--no-figures",
+                                          "--heartbeat", "2"], terminal_width=200)
+    assert out.exit_code == 0, out.output
+    assert "this run: 1 trial(s)" in out.output and "1 of 1 finished" in out.output
