@@ -383,6 +383,6 @@ def _end_epoch(st: _ClassState, cfg: TrainConfig, epoch: int, out: StepOutcome, 
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from .progress import progress
 
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False)
+    return progress(total, desc, enabled)
