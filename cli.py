@@ -61,6 +61,8 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Seed of latents and template choice."),
     out: Optional[Path] = typer.Option(None, help="Output .safetensors (default tokens/class-<c>.safetensors)."),
     device: str = typer.Option(DEVICE_DEFAULT, help=DEVICE_HELP),
+    resume: bool = typer.Option(False, help="Continue a training stopped by Ctrl-C from its state "
+                                            "(<out>.resume/), with the same options."),
     overwrite: bool = typer.Option(False, help="Replace an existing output file (a bank still reuses the classes "
                                                "<out>.classes/ holds for the same config and world; delete that "
                                                "folder to retrain them)."),
@@ -80,7 +82,8 @@ def train(
         single = classes != "all" and len(classes) == 1
         path = out or Path("tokens") / (f"class-{cls}.safetensors" if single else
                                         f"bank-{cls.replace(',', '_')}.safetensors")
-        path, sidecar = train_to_file(cfg, classes, path, device=device, overwrite=overwrite, progress=True)
+        path, sidecar = train_to_file(cfg, classes, path, device=device, overwrite=overwrite, progress=True,
+                                      resume=resume)
     except DCTError as exc:
         fail(exc)
     if json_out:

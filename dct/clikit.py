@@ -70,7 +70,7 @@ def fail(exc: BaseException) -> NoReturn:
     if debug_enabled():
         raise exc
     print_error(exc)
-    raise typer.Exit(EXIT_USER_ERROR)
+    raise typer.Exit(getattr(exc, "exit_code", EXIT_USER_ERROR))  # 130 for an interrupted training
 
 
 class DCTGroup(TyperGroup):

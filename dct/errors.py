@@ -28,3 +28,9 @@ class UnsafeWeightsError(DCTError):
 
 class TrainingError(DCTError, RuntimeError):
     """Training cannot go on: a NaN/inf loss, or a token gradient that is zero or not finite."""
+
+
+class TrainingInterrupted(DCTError):
+    """Ctrl-C (SIGINT) during training: what was kept and how to resume is in the message. Exit 130."""
+
+    exit_code = 130

@@ -221,13 +221,17 @@ def parse_classes(text: str) -> list[int | str] | str:
 
 
 def train_to_file(cfg: TrainConfig, classes: list[int | str] | str, out: str | Path, *, device: str = "cpu",
-                  progress: bool = True, overwrite: bool = False) -> tuple[Path, dict]:
+                  progress: bool = True, overwrite: bool = False, resume: bool = False) -> tuple[Path, dict]:
     """Train the tokens of `classes` and save them (textual-inversion safetensors + JSON sidecar).
 
     One class gives a single-token file. Several classes train together in shared rollouts and give a
     token bank (`{<placeholder><class>: vector}`); each class is also saved the moment it stops, under
     `<out>.classes/`, so an interrupted run resumes with only the unfinished classes (same config hash and,
     on the tiny world, the same build of it).
+
+    The whole training state is written to `<out>.resume/` after every epoch. Ctrl-C saves the best
+    token(s) so far to `<out stem>.best-so-far.safetensors` and raises TrainingInterrupted; `resume=True`
+    continues from the state exactly where it stopped. The state is removed once the token is saved.
     """
     from .classifiers import resolve_class
     from .device import resolve_device
@@ -241,6 +245,12 @@ def train_to_file(cfg: TrainConfig, classes: list[int | str] | str, out: str | P
         raise ConfigError(f"output {str(out)!r} must end in .safetensors (diffusers textual-inversion format)")
     if out.exists() and not overwrite:
         raise ConfigError(f"output {str(out)!r} exists; pass --overwrite or choose another path")
+    state_dir = out.with_suffix(".resume")
+    if resume and not (state_dir / "state.json").is_file():
+        raise ConfigError(f"nothing to resume: {str(state_dir)!r} holds no training state; run without --resume")
+    if not resume and state_dir.exists() and not overwrite:
+        raise ConfigError(f"{str(state_dir)!r} holds an interrupted training of {str(out)!r}: continue it with "
+                          "--resume, or start again with --overwrite")
     device = resolve_device(device)
     check_finite(cfg.to_dict(), "")
     ensure_writable_dir(out.parent, "output folder of --out")
@@ -287,12 +297,39 @@ def train_to_file(cfg: TrainConfig, classes: list[int | str] | str, out: str | P
                             fatal=False)
             done[result.target] = {"vector": result.vector, "meta": meta}
 
+    from .train import TrainState
+
+    identity = {"config_hash": cfg.hash(), "world_fingerprint": world_id, "out": str(out)}
+    state = None
+    if resume:
+        state = TrainState.load(state_dir)
+        got = {k: state.meta.get(k) for k in identity}
+        if got != identity:
+            raise ConfigError(f"the training state in {str(state_dir)!r} is of another run ({got}); this one is "
+                              f"{identity}: give the same options as the interrupted run, or --overwrite")
+        todo = [c["target"] for c in state.meta["classes"]]
+    last: list[TrainState] = []
+
+    def checkpoint(st: TrainState) -> None:
+        st.meta.update(identity)
+        with _sigint_deferred():  # a Ctrl-C while writing must not leave half a state
+            st.save(state_dir)
+            last[:] = [st]
+
     results = []
     if todo:
         parts = load_parts(res.model, device=device, dtype=precision_dtype(cfg.precision))
-        results = train_tokens(parts, classifier, todo, [prompt_name(names, t, cfg.class_name_rule) for t in todo], cfg,
-                               templates=res.templates, placeholders=[placeholders[t] for t in todo],
-                               on_class_done=save_class, progress=progress)
+        try:
+            results = train_tokens(parts, classifier, todo, [prompt_name(names, t, cfg.class_name_rule) for t in todo],
+                                   cfg, templates=res.templates, placeholders=[placeholders[t] for t in todo],
+                                   on_class_done=save_class, progress=progress, on_checkpoint=checkpoint,
+                                   resume=state)
+        except KeyboardInterrupt:
+            raise _interrupted(out, state_dir, last[0] if last else state, todo, placeholders, common) from None
+    if state_dir.exists():
+        import shutil
+
+        shutil.rmtree(state_dir, ignore_errors=True)  # finished: the saved token replaces the state
     if not bank:
         sidecar = class_meta(results[0])
         return _save_or_rescue(out, {results[0].placeholder: results[0].vector}, sidecar), sidecar
@@ -302,6 +339,46 @@ def train_to_file(cfg: TrainConfig, classes: list[int | str] | str, out: str | P
                "resumed_classes": sorted(set(targets) - set(todo)),
                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     return _save_or_rescue(out, {placeholders[t]: done[t]["vector"] for t in targets}, sidecar), sidecar
+
+
+def _interrupted(out: Path, state_dir: Path, state, todo: list[int], placeholders: dict, common: dict):
+    """The error for Ctrl-C during training, after saving the best token(s) so far next to `out`."""
+    from .errors import TrainingInterrupted
+
+    if state is None:
+        return TrainingInterrupted("training interrupted before its first epoch ended: nothing to keep")
+    best = out.with_name(out.stem + ".best-so-far.safetensors")
+    vectors = {placeholders[t]: state.tensors[f"kept.{c['row']}"] for t, c in zip(todo, state.meta["classes"])}
+    side = {**common, "interrupted_after_epoch": state.epoch - 1,
+            "classes": {str(c["target"]): {k: c[k] for k in ("best_epoch", "n_images", "history")}
+                        for c in state.meta["classes"]}}
+    with _sigint_deferred():
+        saved = _save_or_rescue(best, vectors, side)
+    return TrainingInterrupted(
+        f"training interrupted (Ctrl-C) after {state.epoch} epoch(s): the best token so far is saved in "
+        f"{str(saved)!r}; continue with the same command and --resume (state in {str(state_dir)!r})")
+
+
+class _sigint_deferred:
+    """Hold Ctrl-C while a file is written, then deliver it (main thread only; elsewhere a no-op)."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self._old, self._hit = None, False
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, lambda *a: setattr(self, "_hit", True))
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            if self._hit:
+                raise KeyboardInterrupt
+        return False
 
 
 def _save_or_rescue(path: Path, tokens: dict, sidecar: dict, *, fatal: bool = True) -> Path:

@@ -22,6 +22,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Callable, ContextManager
 
 import torch
@@ -289,12 +290,16 @@ def train_tokens(
     on_class_done: Callable[[TrainResult], None] | None = None,
     timed_step: Callable[[], ContextManager] | None = None,
     progress: bool = True,
+    on_checkpoint: Callable[["TrainState"], None] | None = None,
+    resume: "TrainState | None" = None,
 ) -> list[TrainResult]:
     """Train one token per class in `targets` against `classifier`, all classes in the same rollouts.
 
     Placeholders default to `cfg.placeholder` for one class, `<placeholder><class>` for several.
     `timed_step()` wraps each optimisation step (rollouts, backward, update), so a benchmark times
     exactly the training step; `on_class_done(result)` fires as each class stops (resumable banks).
+    `on_checkpoint(state)` receives the whole training state after every epoch; `resume=state` continues
+    from it exactly as if training had not stopped (same tokens, optimiser, loss scale, template RNG).
     """
     if len(targets) != len(class_names) or not targets:
         raise TrainingError(f"need one class name per target; got {len(targets)} targets, {len(class_names)} names")
@@ -308,11 +313,15 @@ def train_tokens(
     states = [_ClassState(TrainResult(vector=tokens.vectors[i].detach().float().cpu().clone(), placeholder=ph,
                                       target=t, class_name=name), row=i, rng=random.Random(cfg.seed * 1_000_003 + t))
               for i, (t, ph, name) in enumerate(zip(targets, placeholders, class_names))]
+    first_epoch = 0
+    if resume is not None:
+        first_epoch = resume.restore(engine, states)
     ipu = cfg.images_per_update
     desc = f"token for class {targets[0]} ({class_names[0]})" if len(targets) == 1 else f"{len(targets)} tokens"
     bar = _progress(cfg.max_epochs, desc, progress)
+    bar.update(first_epoch)
     start = time.perf_counter()
-    for epoch in range(cfg.max_epochs):
+    for epoch in range(first_epoch, cfg.max_epochs):
         active = [st for st in states if st.active]
         if not active:
             break
@@ -331,9 +340,9 @@ def train_tokens(
                         " (fp16 underflow: use precision 'fp16' with loss scaling, 'bf16' or 'fp32')"
                         if out.status == "zero" else ""))
         seconds = time.perf_counter() - t0
-        for st in active:
+        for st, class_prompts in zip(active, prompts):
             st.result.n_calls, st.result.n_grad_calls = out.n_calls, out.n_grad_calls
-            _end_epoch(st, cfg, epoch, out, seconds, on_epoch, prompts[active.index(st)])
+            _end_epoch(st, cfg, epoch, out, seconds, on_epoch, class_prompts)
             if not st.active:
                 st.result.seconds = time.perf_counter() - start
                 if on_class_done:
@@ -341,6 +350,8 @@ def train_tokens(
         bar.update(1)
         bar.set_postfix(active=len([st for st in states if st.active]),
                         loss=f"{float(out.losses[rows].mean()) / ipu:.3f}")
+        if on_checkpoint:
+            on_checkpoint(TrainState.capture(epoch + 1, engine, states))
     bar.close()
     for st in states:
         if st.active:
@@ -349,6 +360,96 @@ def train_tokens(
             if on_class_done:
                 on_class_done(st.result)
     return [st.result for st in states]
+
+
+@dataclass
+class TrainState:
+    """Everything `train_tokens` needs to continue after epoch `epoch - 1`: tensors (token vectors, each
+    class's kept vector, the optimiser's moment tensors) and a JSON-able rest (loss scaler, per-class
+    bookkeeping and template RNG). Saved as safetensors + JSON, so resuming unpickles nothing."""
+
+    epoch: int
+    tensors: dict[str, torch.Tensor]
+    meta: dict
+
+    @classmethod
+    def capture(cls, epoch: int, engine: TokenOptimiser, states: list[_ClassState]) -> "TrainState":
+        tensors = {"vectors": engine.tokens.vectors.detach().cpu().clone()}
+        opt = engine.optimizer.state_dict()
+        opt_meta = {}
+        for idx, st in opt["state"].items():
+            for name, value in st.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optimizer.{idx}.{name}"] = value.detach().cpu().clone()
+                else:
+                    opt_meta[f"{idx}.{name}"] = value
+        classes = []
+        for st in states:
+            r = st.result
+            tensors[f"kept.{st.row}"] = r.vector.clone()
+            version, internal, gauss = st.rng.getstate()
+            classes.append(dict(row=st.row, target=r.target, best_loss=st.best_loss, since_best=st.since_best,
+                                active=st.active, best_epoch=r.best_epoch, stop_reason=r.stop_reason,
+                                images_to_threshold=r.images_to_threshold, n_images=r.n_images, n_calls=r.n_calls,
+                                n_grad_calls=r.n_grad_calls, history=r.history,
+                                rng=[version, list(internal), gauss]))
+        meta = {"epoch": epoch, "optimizer": opt_meta, "scaler": engine.scaler.state_dict(), "classes": classes}
+        return cls(epoch=epoch, tensors=tensors, meta=meta)
+
+    def restore(self, engine: TokenOptimiser, states: list[_ClassState]) -> int:
+        """Put this state into a freshly built engine and class states; returns the next epoch."""
+        if [c["target"] for c in self.meta["classes"]] != [st.result.target for st in states]:
+            raise TrainingError(f"resume state is for classes {[c['target'] for c in self.meta['classes']]}, "
+                                f"not {[st.result.target for st in states]}")
+        with torch.no_grad():
+            engine.tokens.vectors.copy_(self.tensors["vectors"].to(engine.tokens.vectors.device))
+        opt = engine.optimizer.state_dict()
+        state: dict = {}
+        for key, value in self.tensors.items():
+            if key.startswith("optimizer."):
+                _, idx, name = key.split(".", 2)
+                state.setdefault(int(idx), {})[name] = value
+        for key, value in self.meta["optimizer"].items():
+            idx, name = key.split(".", 1)
+            state.setdefault(int(idx), {})[name] = value
+        engine.optimizer.load_state_dict({"state": state, "param_groups": opt["param_groups"]})
+        if self.meta["scaler"]:
+            engine.scaler.load_state_dict(self.meta["scaler"])
+        for st, c in zip(states, self.meta["classes"]):
+            r = st.result
+            st.best_loss, st.since_best, st.active = c["best_loss"], c["since_best"], c["active"]
+            r.vector = self.tensors[f"kept.{c['row']}"].clone()
+            r.best_epoch, r.stop_reason, r.images_to_threshold = c["best_epoch"], c["stop_reason"], c["images_to_threshold"]
+            r.n_images, r.n_calls, r.n_grad_calls, r.history = c["n_images"], c["n_calls"], c["n_grad_calls"], c["history"]
+            version, internal, gauss = c["rng"]
+            st.rng.setstate((version, tuple(internal), gauss))
+        return int(self.epoch)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write `state.safetensors` + `state.json` into `folder`, each atomically (tmp file + rename)."""
+        import json
+
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "state.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in self.tensors.items()}, str(tmp))
+        tmp.replace(folder / "state.safetensors")
+        tmp = folder / "state.json.tmp"
+        tmp.write_text(json.dumps(self.meta, default=float))
+        tmp.replace(folder / "state.json")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "TrainState":
+        import json
+
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        meta = json.loads((folder / "state.json").read_text())
+        return cls(epoch=int(meta["epoch"]), tensors=load_file(str(folder / "state.safetensors")), meta=meta)
 
 
 def _end_epoch(st: _ClassState, cfg: TrainConfig, epoch: int, out: StepOutcome, seconds: float,
