@@ -297,13 +297,15 @@ def eval_command(
 
 def _eval(*, token, cls, classifier, model, seeds, protocol, fid, reference, reference_domain, inception_weights, trust_weights,
           template, plain_prefix, scheduler, steps, guidance, batch_size, n_boot, images_out, device, progress) -> dict:
-    from ..config import TrainConfig, from_dict
+    from ..config import FIELDS, TrainConfig, from_dict
     from ..jobs import check_unseen_seeds, load_guide, prompt_name, resolve_defaults
     from ..pipeline import load_parts
     from ..token import load_tokens
 
     vectors, meta = (load_tokens(token) if token is not None else (None, {}))
-    trained = from_dict(meta["config"]) if isinstance(meta.get("config"), dict) else None
+    # a bench cell's token sidecar holds its evaluation settings beside the training config
+    trained = (from_dict({k: v for k, v in meta["config"].items() if k in FIELDS})
+               if isinstance(meta.get("config"), dict) else None)
     if trained is not None:
         check_unseen_seeds(trained, seeds)
     if cls is None and "class_index" not in meta:
