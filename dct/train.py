@@ -331,9 +331,9 @@ def train_tokens(
                         " (fp16 underflow: use precision 'fp16' with loss scaling, 'bf16' or 'fp32')"
                         if out.status == "zero" else ""))
         seconds = time.perf_counter() - t0
-        for st in active:
+        for st, class_prompts in zip(active, prompts):
             st.result.n_calls, st.result.n_grad_calls = out.n_calls, out.n_grad_calls
-            _end_epoch(st, cfg, epoch, out, seconds, on_epoch, prompts[active.index(st)])
+            _end_epoch(st, cfg, epoch, out, seconds, on_epoch, class_prompts)
             if not st.active:
                 st.result.seconds = time.perf_counter() - start
                 if on_class_done:
