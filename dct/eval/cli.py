@@ -293,7 +293,7 @@ def eval_command(
 
 def _eval(*, token, cls, classifier, model, seeds, protocol, fid, reference, reference_domain, inception_weights, trust_weights,
           template, plain_prefix, scheduler, steps, guidance, batch_size, n_boot, images_out, device, progress) -> dict:
-    from ..config import TrainConfig, from_dict
+    from ..config import FIELDS, TrainConfig, from_dict
     from ..device import resolve_device
     from ..jobs import check_finite, check_unseen_seeds, load_guide, prompt_name, resolve_defaults
     from ..outputs import ensure_writable_dir
@@ -303,7 +303,9 @@ def _eval(*, token, cls, classifier, model, seeds, protocol, fid, reference, ref
     device = resolve_device(device)
     check_finite({"--guidance": guidance}, "")
     vectors, meta = (load_tokens(token) if token is not None else (None, {}))
-    trained = from_dict(meta["config"]) if isinstance(meta.get("config"), dict) else None
+    # a bench cell's token sidecar holds its evaluation settings beside the training config
+    trained = (from_dict({k: v for k, v in meta["config"].items() if k in FIELDS})
+               if isinstance(meta.get("config"), dict) else None)
     if trained is not None:
         check_unseen_seeds(trained, seeds)
     if cls is None and "class_index" not in meta:

@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 R=results/reference
 dct bench run --spec ablations/world-target.toml --store "$R/world-target"
+# the paper preset with and without its reference clipping, at the reference lr and at a learning one
+# (about 45 minutes as two processes on two stores with --only, their part files then copied into one)
+OMP_NUM_THREADS=1 dct bench run --spec ablations/paper-fidelity.toml --store "$R/paper-fidelity"
 for name in depth classifier transfer; do
   dct bench "$name" --store "$R/$name"
 done

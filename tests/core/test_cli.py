@@ -116,6 +116,14 @@ def test_eval_reference_protocol_judges_with_the_guide_and_the_judge(tiny_sd_dir
     assert guide["classifier"] == f"timm:{tiny_timm_dir}"
     assert guide["token"]["n_images"] == guide["plain"]["n_images"] == 10 and guide["difference"]["paired"]
     assert dct(*args, "--protocol", "theirs").exit_code == 2
+    # a bench cell's token sidecar keeps its evaluation settings in the config: still a token dct eval reads
+    side = token.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    meta["config"].update(eval_seeds=32, eval_seed_base=20000, judge=None, fid=False)
+    side.write_text(json.dumps(meta))
+    r = dct(*args, "--seeds", "36-37")
+    assert r.exit_code == 0, r.output
+    assert dct(*args, "--seeds", "35-36").exit_code == 2  # the paper preset drew its latents from seed 35
 
 
 def test_eval_reference_protocol_refuses_a_token_trained_on_its_seeds(tiny_sd_dir, tiny_timm_dir, tmp_path):
