@@ -69,7 +69,7 @@ def test_bench_depth_summary_fits_80_columns(depth_store):
     assert len(rows) == 12, text
     for label in ("depth=1", "depth=4", "depth=full"):
         assert sum(line.startswith(label) for line in rows) == 4, text
-    assert "0.72 [0.56, 0.88]" in text and "2060 MiB" in text  # depth=full, no checkpointing
+    assert "0.72 [0.56, 0.88]" in text and "1792 MiB" in text  # depth=full, no checkpointing
 
 
 def test_results_show_fits_80_columns_and_all_has_every_column():
