@@ -19,8 +19,8 @@ OMP_NUM_THREADS=1 dct bench augment --store "$R/augment"
 # the 30-trial search of ablations/search.toml (about 30 minutes; resumable), its store and figures
 # under results/reference/search/dct-search (its Optuna figures there; left out of the report for size)
 OMP_NUM_THREADS=1 dct search --space ablations/search.toml --results "$R" --device cpu
-for name in world-target depth classifier transfer augment; do
+for name in world-target depth classifier transfer augment paper-fidelity; do
   [ -d "$R/$name/cells" ] && dct figures --results "$R/$name"
 done
-dct report --results "$R/world-target" --results "$R/depth" --results "$R/classifier" --results "$R/transfer" --results "$R/augment" \
+dct report --results "$R/world-target" --results "$R/depth" --results "$R/classifier" --results "$R/transfer" --results "$R/augment" --results "$R/paper-fidelity" \
   --out "$R/report" --title "dct reference run: the tiny world on a 2-core CPU"
