@@ -86,12 +86,16 @@ def test_reference_clipping_lets_the_last_image_dominate_the_update(parts, class
         updates[mode] = init - result.vector  # SGD lr 1, keep post_update: the vector after the step
         if mode == "reference":
             assert len(h["clip_norms"]) == n - 1 and min(h["clip_norms"]) > 1.0  # the clip bit every time
-    # fp16 backward passes on the CPU differ from run to run by ~0.2% (measured: 3.5e-6 of 2.4e-3), hence 1%
-    torch.testing.assert_close(updates["reference"], expected, rtol=1e-2, atol=1e-6)
+    # fp16 backward passes on the CPU differ from run to run by ~0.2% of the gradient (measured: 3.5e-6 of
+    # 2.4e-3), elementwise more on near-zero elements: compared as vectors, within 1% of the norm
+    def close(a, b):
+        assert (a - b).norm() < 1e-2 * b.norm(), float((a - b).norm() / b.norm())
+
+    close(updates["reference"], expected)
     last = g[-1] / S
     cos = torch.nn.functional.cosine_similarity
     assert cos(updates["reference"], last, dim=0) > 0.999  # the update IS the last image's gradient
-    torch.testing.assert_close(updates["none"], sum(g) / S, rtol=1e-2, atol=1e-6)
+    close(updates["none"], sum(g) / S)
     assert cos(updates["none"], last, dim=0) < 0.99  # without the quirk, every image counts
 
 
