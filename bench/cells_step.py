@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import functools
 import math
-import random
 import statistics
 import time
 from dataclasses import dataclass
@@ -298,7 +297,7 @@ class TokenStep:
 
     def __init__(self, setup: Setup, config: dict, device=None):
         from dct.token import ClassTokens
-        from dct.train import TokenOptimiser, prepare_parts
+        from dct.train import TokenOptimiser, prepare_parts, template_rng
 
         self.cfg = cfg = train_config(config)
         self.setup = setup
@@ -308,7 +307,7 @@ class TokenStep:
         prepare_parts(parts, cfg)
         self.tokens = ClassTokens(parts.tokenizer, parts.text_encoder, [cfg.placeholder], cfg.init_word)
         self.engine = TokenOptimiser(parts, setup.classifier, cfg, self.tokens)
-        self.rng = random.Random(cfg.seed * 1_000_003 + setup.target)  # as train_tokens seeds a class's templates
+        self.rng = template_rng(cfg, setup.target)
         self.subject = f"{cfg.placeholder} {setup.class_name}"
 
     @property

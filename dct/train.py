@@ -149,6 +149,11 @@ def dct_loss(parts: Parts, tokens: ClassTokens, classifier, scheduler, cfg: Trai
     return F.cross_entropy(logits, labels, reduction=reduction), logits, out
 
 
+def template_rng(cfg: TrainConfig, target: int) -> random.Random:
+    """A class's own template RNG: its prompts do not depend on which other classes train beside it."""
+    return random.Random(cfg.seed * 1_000_003 + target)
+
+
 def epoch_prompts(rng: random.Random, templates: tuple[str, ...], subject: str, cfg: TrainConfig) -> list[str]:
     """One class's prompts for the `images_per_update` images of an epoch, in rendering order.
 
@@ -210,6 +215,10 @@ class TokenOptimiser:
         n = tokens.vectors.shape[0]
         losses, correct = torch.zeros(n), torch.zeros(n)
         clip_norms: dict[int, list[float]] = {r: [] for r in rows}
+
+        def clip(grad: torch.Tensor | None) -> None:
+            for r, norm in zip(rows, clip_rows_(grad, rows, cfg.clip_grad_norm)):
+                clip_norms[r].append(norm)
         scale = float(self.scaler.get_scale()) if self.scaler.is_enabled() else 1.0
         sample_rows = torch.tensor(rows).repeat_interleave(rb)
         labels = torch.tensor(targets, device=parts.device).repeat_interleave(rb)
@@ -226,8 +235,7 @@ class TokenOptimiser:
                     "training stopped; try precision fp32/bf16 or a lower lr")
             if cfg.clip_mode == "reference" and micro > 0:
                 # The reference clips BEFORE each backward, the gradient accumulated so far, still loss-scaled.
-                for r, norm in zip(rows, clip_rows_(tokens.vectors.grad, rows, cfg.clip_grad_norm)):
-                    clip_norms[r].append(norm)
+                clip(tokens.vectors.grad)
             # the sum over images / images_per_update: each class's row gets the gradient of ITS mean loss
             self.scaler.scale(loss.sum() / ipu).backward()
             if clock:
@@ -240,8 +248,7 @@ class TokenOptimiser:
         grad = tokens.vectors.grad
         status = gradient_status(grad, rows)
         if cfg.clip_mode == "standard" and status != "nonfinite":
-            for r, norm in zip(rows, clip_rows_(grad, rows, cfg.clip_grad_norm)):
-                clip_norms[r].append(norm)
+            clip(grad)
         seen = grad.detach().clone()
         scaled = self.scaler.is_enabled()
         stepped = status == "ok" or (status == "zero" and scaled and cfg.zero_grad_policy == "step")
@@ -311,7 +318,7 @@ def train_tokens(
         tokens = ClassTokens(parts.tokenizer, parts.text_encoder, placeholders, cfg.init_word)
     engine = TokenOptimiser(parts, classifier, cfg, tokens)
     states = [_ClassState(TrainResult(vector=tokens.vectors[i].detach().float().cpu().clone(), placeholder=ph,
-                                      target=t, class_name=name), row=i, rng=random.Random(cfg.seed * 1_000_003 + t))
+                                      target=t, class_name=name), row=i, rng=template_rng(cfg, t))
               for i, (t, ph, name) in enumerate(zip(targets, placeholders, class_names))]
     first_epoch = 0
     if resume is not None:
