@@ -89,8 +89,13 @@ PlanOpt = Annotated[bool, typer.Option("--plan/--no-plan", help="Step grids: pre
                                        "instead of running them (dct bench plan).")]
 
 
+JobsOpt = Annotated[Optional[int], typer.Option(
+    "--jobs", help="Cells run at once, each with cores/jobs threads (default: one per core on a CPU, as "
+                   "memory allows; 1 on a GPU).", show_default=False)]
+
+
 def _run(spec: Path, store, force, only, dry_run, device, timeout_per_cell, progress, as_json=False,
-         plan=True) -> None:
+         plan=True, jobs=None) -> None:
     import io
 
     from .grid import run_grid
@@ -98,7 +103,7 @@ def _run(spec: Path, store, force, only, dry_run, device, timeout_per_cell, prog
     try:
         result = run_grid(spec, store=store, force=force, only=only or (), dry_run=dry_run, device=device,
                           timeout_per_cell=timeout_per_cell, console=Console(stderr=True), show_progress=progress,
-                          out=Console(file=io.StringIO()) if as_json else Console(), plan=plan)
+                          out=Console(file=io.StringIO()) if as_json else Console(), plan=plan, jobs=jobs)
     except DCTError as e:
         fail(e)
     if as_json:
@@ -137,12 +142,13 @@ def make_bench_command(name: str, *, help: str | None = None) -> Callable[..., N
 
     def command(spec: SpecOpt = None, store: StoreOpt = None, force: ForceOpt = False, only: OnlyOpt = None,
                 dry_run: DryOpt = False, device: DeviceOpt = "auto", timeout_per_cell: TimeoutOpt = None,
-                progress: ProgressOpt = True, as_json: JsonOpt = False, plan: PlanOpt = True) -> None:
+                progress: ProgressOpt = True, as_json: JsonOpt = False, plan: PlanOpt = True,
+                jobs: JobsOpt = None) -> None:
         try:
             path = spec if spec is not None else find_spec(name)
         except DCTError as e:
             fail(e)
-        _run(path, store, force, only, dry_run, device, timeout_per_cell, progress, as_json, plan)
+        _run(path, store, force, only, dry_run, device, timeout_per_cell, progress, as_json, plan, jobs)
 
     command.__name__ = f"bench_{name}"
     command.__doc__ = help or f"Run the {name} grid (ablations/{name}.toml), resuming where it stopped."
@@ -153,9 +159,9 @@ def make_bench_command(name: str, *, help: str | None = None) -> Callable[..., N
 def run_command(spec: Annotated[Path, typer.Option("--spec", help="Spec file (TOML).")],
                 store: StoreOpt = None, force: ForceOpt = False, only: OnlyOpt = None, dry_run: DryOpt = False,
                 device: DeviceOpt = "auto", timeout_per_cell: TimeoutOpt = None, progress: ProgressOpt = True,
-                as_json: JsonOpt = False, plan: PlanOpt = True) -> None:
+                as_json: JsonOpt = False, plan: PlanOpt = True, jobs: JobsOpt = None) -> None:
     """Run any spec file, resuming where it stopped."""
-    _run(spec, store, force, only, dry_run, device, timeout_per_cell, progress, as_json, plan)
+    _run(spec, store, force, only, dry_run, device, timeout_per_cell, progress, as_json, plan, jobs)
 
 
 bench_app.command("plan")(plan_command)
@@ -171,7 +177,8 @@ def show_command(store: Annotated[Path, typer.Argument(help="A store folder, or 
                                                             "'column value' line each, instead of the 80-column summary.")] = False,
                  attempts: Annotated[bool, typer.Option("--attempts", help="Include superseded attempts.")] = False) -> None:
     """Show the cells of a result store: a summary that fits 80 columns (label, status, peak memory,
-    s/step, accuracy [CI], plain, FID); --all for every column, --json for everything."""
+    s/step, accuracy [CI], plain, FID) and the paired contrasts of each axis against its baseline;
+    --all for every column, --json for everything."""
     from .store import CELLS_DIR, load_cells
     from .table import render, render_records, render_summary, resolve_columns
 
@@ -193,7 +200,11 @@ def show_command(store: Annotated[Path, typer.Argument(help="A store folder, or 
     elif every_column:
         Console().print(render_records(frame, title=title))
     else:
+        from .grid import print_contrasts
+
         Console().print(render_summary(frame, title=title, extra=(C.SUPERSEDED,) if attempts else ()))
+        if not attempts:
+            print_contrasts(Console(), frame)
 
 
 if __name__ == "__main__":

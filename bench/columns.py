@@ -53,6 +53,11 @@ PEAK_MEM_BYTES = "peak_mem_bytes"  # the number to compare: PEAK_GPU_ALLOCATED o
 PEAK_RSS_BYTES = "peak_rss_bytes"  # VmHWM of the cell's own fresh process
 PEAK_GPU_ALLOCATED = "peak_gpu_allocated_bytes"  # torch.cuda.max_memory_allocated
 PEAK_GPU_RESERVED = "peak_gpu_reserved_bytes"  # torch.cuda.max_memory_reserved
+# Derived when loading (bench.store.load_cells): the peak to compare across cells. A cell that measures
+# its cost in a "probe" phase (the dct cell: the first steps of one class's training, the same work in
+# every cell) is compared on that phase's peak, not on its process's overall peak, which also holds
+# whatever else the cell did (a quality cell's bank training and evaluation; a cost cell does neither).
+COST_PEAK_BYTES = "cost_peak_bytes"
 DEVICE = "device"  # what the cell ran on, e.g. "cpu", "cuda:0"
 DEVICE_NAME = "device_name"  # CPU model and cores, or GPU name and memory
 
@@ -65,6 +70,16 @@ FINISHED_AT = "finished_at"
 SPEC_FILE = "spec_file"
 SPEC_HASH = "spec_hash"  # sha256 of the spec file's bytes, 12 hex
 PYTHON_VERSION = "python_version"
+# what the spec said about the design (JSON), so a store can be analysed without its spec file
+SPEC_AXES = "spec_axes"  # {axis: [values in spec order]}
+SPEC_BASELINE = "spec_baseline"  # {axis: the level contrasts are taken against}
+SPEC_QUALITY_NEUTRAL = "spec_quality_neutral"  # [axes whose values share one trained token]
+JOBS = "jobs"  # cells the runner ran at once
+THREADS = "threads"  # torch intra-op threads of the cell's process
+
+# --- quality shared across a quality-neutral axis (bench.shared), derived when loading ------------------
+QUALITY_FROM = "quality_from"  # "<config_hash>/<attempt_id>" of the cell whose training gave the quality columns
+SHARED_CHECK = "shared_check"  # "ok", "mismatch: ..." (probe trajectories differ) or "missing" (not trained yet)
 CUDA_VERSION = "cuda_version"  # torch.version.cuda; None for CPU builds
 
 # --- prefixes of open-ended column families --------------------------------------------------------

@@ -12,6 +12,7 @@ The figures (FIGURES, in this order):
     accuracy-vs-depth       judge top-1 accuracy with its bootstrap 95% CI band; plain prompt dashed with its CI
     effort-vs-depth         optimiser steps per class, and images generated until the accuracy threshold
     pareto-memory-accuracy  every ok cell: peak memory vs judge accuracy (CI bars), the non-dominated front joined
+    paired-contrasts        forest plot: each axis level minus its baseline level, paired hierarchical 95% CI
     classifier-comparison   judge accuracy per guiding classifier (bars with CIs), the judge fixed per panel
     transfer-matrix         accuracy of each guide's tokens under every evaluating classifier (heatmap, CI text)
     training-curves         loss and training accuracy per epoch, mean over classes, band = range over classes
@@ -463,13 +464,13 @@ def _ylim_room_for_marks(ax, top: float, bottom: float = 0.0, log: bool = False)
 
 
 def memory_vs_depth(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
-    cells, ok = _depth_cells(data, C.PEAK_MEM_BYTES, predicted=C.PLAN_PEAK_BYTES)
+    cells, ok = _depth_cells(data, C.COST_PEAK_BYTES, predicted=C.PLAN_PEAK_BYTES)
     kind = D.memory_kind(cells)
     capacity = D.device_memory_bytes(cells)
     # a CPU grid's predictions are saved bytes, not its RSS: only a GPU grid draws them on this axis
     planned = cells[C.PLAN_PEAK_BYTES] if C.PLAN_PEAK_BYTES in cells.columns and (kind == "CUDA allocated" or ok.empty) \
         else pd.Series(dtype=float)
-    values = pd.concat([ok[C.PEAK_MEM_BYTES] if C.PEAK_MEM_BYTES in ok.columns else pd.Series(dtype=float),
+    values = pd.concat([ok[C.COST_PEAK_BYTES] if C.COST_PEAK_BYTES in ok.columns else pd.Series(dtype=float),
                         planned]).dropna()
     high, low = max(values.max(), capacity or 0), values.min()
     # A fixed base (the CPU process with torch loaded, or the weights) can dwarf what depth adds; then the
@@ -488,12 +489,13 @@ def memory_vs_depth(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
         return None
 
     ylabel = f"peak memory ({unit}{', ' + kind if kind else ''})" + ("\naxis not from 0" if zoom else "")
-    rows = [dict(y=lambda f: f[C.PEAK_MEM_BYTES] / scale, ylabel=ylabel, setup=setup,
+    rows = [dict(y=lambda f: f[C.COST_PEAK_BYTES] / scale, ylabel=ylabel, setup=setup,
                  predicted=C.PLAN_PEAK_BYTES if not planned.empty else None,
                  predicted_y=lambda f: f[C.PLAN_PEAK_BYTES] / scale)]
-    fig, marks, ok = _depth_figure(data, need=(C.PEAK_MEM_BYTES,), rows=rows, dodge=True, mark_failed=True,
+    fig, marks, ok = _depth_figure(data, need=(C.COST_PEAK_BYTES,), rows=rows, dodge=True, mark_failed=True,
                                    title="Peak memory vs backprop depth, per checkpointing mode")
-    caption = (f"Peak memory ({kind or 'as measured'}, whole cell process) of {len(ok)} finished cell(s); "
+    caption = (f"Peak memory ({kind or 'as measured'}) of the probe steps (the first training steps of one "
+               f"class, the same work in every cell; else of the whole cell process), {len(ok)} finished cell(s); "
                "one line per checkpointing mode; x at the top: cells that did not finish "
                "(OOM = out of memory), at the depth they were asked for."
                + (f" The y axis starts at {_num(bottom)} {unit}, not 0: the peaks differ by less than a fifth."
@@ -617,12 +619,12 @@ def effort_vs_depth(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
 
 
 def pareto_memory_accuracy(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
-    _need(data.cells, C.PEAK_MEM_BYTES, D.ACC, D.METRIC_JUDGE)
-    ok = data.ok[data.ok[[C.PEAK_MEM_BYTES, D.ACC, D.METRIC_JUDGE]].notna().all(axis=1)]
+    _need(data.cells, C.COST_PEAK_BYTES, D.ACC, D.METRIC_JUDGE)
+    ok = data.ok[data.ok[[C.COST_PEAK_BYTES, D.ACC, D.METRIC_JUDGE]].notna().all(axis=1)]
     if len(ok) < 2:
-        raise Skip(f"needs at least two ok cells with {C.PEAK_MEM_BYTES} and a judge's {D.ACC}; found {len(ok)}")
-    scale, unit = D.memory_unit(ok[C.PEAK_MEM_BYTES].max())
-    x = (ok[C.PEAK_MEM_BYTES] / scale).to_numpy()
+        raise Skip(f"needs at least two ok cells with {C.COST_PEAK_BYTES} and a judge's {D.ACC}; found {len(ok)}")
+    scale, unit = D.memory_unit(ok[C.COST_PEAK_BYTES].max())
+    x = (ok[C.COST_PEAK_BYTES] / scale).to_numpy()
     y = (ok[D.ACC] * 100).to_numpy()
     lo_col, hi_col = f"{D.ACC}_lo", f"{D.ACC}_hi"
     has_ci = lo_col in ok.columns and ok[lo_col].notna().all()
@@ -667,6 +669,37 @@ def pareto_memory_accuracy(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
                "more accuracy), numbered by memory and listed on the right.")
     marks = [f"front: {labels[i]}" for i in order]
     return [Panel("pareto-memory-accuracy", fig, "Memory-quality Pareto front", caption, marks)]
+
+
+def paired_contrasts(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
+    """A forest plot of bench.contrasts: each level of each axis minus the baseline level, paired."""
+    from . import contrasts as K
+
+    frame = K.contrasts(data.cells)
+    if frame.empty:
+        raise Skip("needs two or more ok cells with stored outcomes that differ in one axis (bench.contrasts)")
+    frame = frame.iloc[::-1].reset_index(drop=True)  # first contrast at the top
+    names = [f"{r['axis']} {r['level']} \u2212 {r['baseline']}" + (f"\n({r['others']})" if r["others"] else "")
+             for _, r in frame.iterrows()]
+    fig = Figure(figsize=(9, 1.6 + 0.75 * len(frame)), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(frame))
+    diff, lo, hi = (frame[k].to_numpy(dtype=float) * 100 for k in ("diff", "lo", "hi"))
+    colours = [HIGHLIGHT if l > 0 or h < 0 else "0.35" for l, h in zip(lo, hi)]
+    for i in range(len(frame)):
+        ax.errorbar(diff[i], y[i], xerr=[[diff[i] - lo[i]], [hi[i] - diff[i]]], fmt="o", ms=8, capsize=4,
+                    color=colours[i], lw=1.6)
+        ax.annotate(f"{diff[i]:+.1f} [{lo[i]:+.1f}, {hi[i]:+.1f}]", (hi[i], y[i]), xytext=(8, 0),
+                    textcoords="offset points", va="center", fontsize=9)
+    ax.axvline(0, color="0.5", lw=1, ls="--")
+    ax.set_yticks(y, names)
+    span = max(abs(lo).max(), abs(hi).max(), 1.0)
+    ax.set_xlim(-span * 1.15, span * 1.6)
+    ax.set_xlabel("difference in judge top-1 accuracy (points), level minus baseline")
+    fig.suptitle("Paired contrasts against the baseline level")
+    caption = K.caption(frame.iloc[::-1]) + (" Filled in the highlight colour: the interval excludes 0. ")
+    marks = [f"{n.replace(chr(10), ' ')}: {d:+.1f} [{a:+.1f}, {b:+.1f}]" for n, d, a, b in zip(names, diff, lo, hi)]
+    return [Panel("paired-contrasts", fig, "Paired contrasts", caption, marks[::-1])]
 
 
 def _wrap(name: str, width: int = 36) -> str:
@@ -984,14 +1017,16 @@ def augment_accuracy(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
 
 
 FIGURES: tuple[FigureKind, ...] = (
-    FigureKind("memory-vs-depth", f"{D.DEPTH}, {C.PEAK_MEM_BYTES} (checkpointing, status optional)", memory_vs_depth),
+    FigureKind("memory-vs-depth", f"{D.DEPTH}, {C.COST_PEAK_BYTES} (checkpointing, status optional)", memory_vs_depth),
     FigureKind("step-time-vs-depth", f"{D.DEPTH}, {C.STEP_TIME_MEDIAN_S} ({C.STEP_TIMES_S} for the spread)",
                step_time_vs_depth),
     FigureKind("accuracy-vs-depth", f"{D.DEPTH}, {D.ACC} (+_lo/_hi; {D.PLAIN_ACC} for the baseline)",
                accuracy_vs_depth),
     FigureKind("effort-vs-depth", f"{D.DEPTH}, {D.EPOCHS_MEAN} and/or {D.IMAGES_TO_THRESHOLD}", effort_vs_depth),
-    FigureKind("pareto-memory-accuracy", f"{C.PEAK_MEM_BYTES}, {D.ACC} on at least two ok cells",
+    FigureKind("pareto-memory-accuracy", f"{C.COST_PEAK_BYTES}, {D.ACC} on at least two ok cells",
                pareto_memory_accuracy),
+    FigureKind("paired-contrasts", "metric_outcomes of cells that differ in one axis (bench.contrasts)",
+               paired_contrasts),
     FigureKind("classifier-comparison", f"{D.CLASSIFIER} with two or more values, {D.ACC}", classifier_comparison),
     FigureKind("transfer-matrix", "metric_acc[<classifier>] columns (the cell's eval_classifiers)", transfer_matrix),
     FigureKind("training-curves", f"curves with {C.EPOCH} and {C.LOSS} ({C.ACCURACY}, class_id optional)",

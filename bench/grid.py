@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dct.errors import ConfigError
+from dct.errors import ConfigError, DCTError
 
 from . import columns as C
 from . import store as S
@@ -123,6 +123,9 @@ def _row(spec: Spec, cell: Cell, *, run_id: str, attempt_id: str, store: Path, s
         C.TRACEBACK: result[C.TRACEBACK],
         C.STARTED_AT: started,
         C.FINISHED_AT: finished,
+        C.SPEC_AXES: json.dumps(spec.axes, default=str),
+        C.SPEC_BASELINE: json.dumps(spec.baseline, default=str),
+        C.SPEC_QUALITY_NEUTRAL: json.dumps(spec.quality_neutral),
         **prov,
     }
     measured = dict(result.get("measured", {}))
@@ -151,14 +154,22 @@ def plan_table(spec: Spec, cells: list[Cell], store: Path) -> Table:
 def run_grid(spec: str | Path | Spec, *, store: str | Path | None = None, force: bool = False,
              only: list[str] | tuple[str, ...] = (), dry_run: bool = False, device: str = "auto",
              timeout_per_cell: float | None = None, console: Console | None = None,
-             show_progress: bool = True, out: Console | None = None, plan: bool = True) -> GridResult:
+             show_progress: bool = True, out: Console | None = None, plan: bool = True,
+             jobs: int | None = 1) -> GridResult:
     """Run (or with dry_run, list) the cells of a spec into its store; see the module docstring.
     Progress and log lines go to `console`, the results (plan, summary table) to `out` (default: the
     same console; the CLI passes stderr and stdout).
 
     plan: for `step` cells, predict each cell's peak memory and FLOPs first (bench.plan, seconds on the
     CPU): on a GPU a cell predicted not to fit is recorded as predicted-oom, with the prediction, instead
-    of being run; every row gets metric_plan_peak_bytes and metric_plan_flops. plan=False runs every cell."""
+    of being run; every row gets metric_plan_peak_bytes and metric_plan_flops. plan=False runs every cell.
+
+    jobs: cells run at once, each in its own process with cores // jobs torch threads (None: one per core
+    on a CPU, as many as memory allows; 1 on a GPU). Small models on a CPU run faster as several
+    one-thread processes than as one process whose threads wait for each other.
+
+    A spec with quality-neutral axes (bench.shared) ends with a check that every cost cell's probe agrees
+    with its quality cell's; a disagreement raises SharedQualityError after the rows are written."""
     console = console or Console()
     out = out or console
     if not isinstance(spec, Spec):
@@ -173,6 +184,7 @@ def run_grid(spec: str | Path | Spec, *, store: str | Path | None = None, force:
     if timeout is not None and not timeout > 0:
         raise ConfigError(f"--timeout-per-cell {timeout!r} is not accepted: a number of seconds > 0")
     resolved = resolve_device(device)
+    jobs = _jobs(jobs, resolved, len(cells))
     if dry_run:
         out.print(plan_table(spec, cells, spec.store))
         return result
@@ -183,7 +195,7 @@ def run_grid(spec: str | Path | Spec, *, store: str | Path | None = None, force:
             with S.locked(spec.store) as store_path:
                 _run_cells(spec, cells, result, store_path, signals=signals, force=force, kind_module=kind.module,
                            device=resolved, timeout=timeout, console=console, show_progress=show_progress,
-                           plan=plan and spec.kind == "step")
+                           plan=plan and spec.kind == "step", jobs=jobs)
         except KeyboardInterrupt as e:
             result.interrupted_by = e.signum if isinstance(e, GridInterrupted) else signal.SIGINT
             console.print(f"[yellow]stopped by {signal.Signals(result.interrupted_by).name}[/]: "
@@ -191,56 +203,133 @@ def run_grid(spec: str | Path | Spec, *, store: str | Path | None = None, force:
                           "run the same command again to resume")
 
     _print_summary(out, result)
+    _check_shared(spec, result, console)
     return result
+
+
+class SharedQualityError(DCTError):
+    """A cell of a quality-neutral axis did not train the token its quality cell trained."""
+
+
+def _check_shared(spec: Spec, result: GridResult, console: Console) -> None:
+    if not spec.quality_neutral or not result.store.exists():
+        return
+    from .shared import mismatches
+
+    cells = S.load_cells(result.store)
+    bad = mismatches(cells[cells[C.CONFIG_HASH].isin({c.config_hash for c in result.selected})])
+    if bad:
+        for line in bad:
+            console.print(f"[red]shared quality refused[/] {line}", highlight=False)
+        raise SharedQualityError(f"{len(bad)} cell(s) of the quality-neutral axes {spec.quality_neutral} did not "
+                                 f"reproduce their quality cell's training (first: {bad[0]}); their quality columns "
+                                 "are not shared. Remove that axis from quality_neutral.")
+
+
+def _jobs(jobs: int | None, device: str, n_cells: int) -> int:
+    if jobs is not None:
+        if not isinstance(jobs, int) or jobs < 1:
+            raise ConfigError(f"--jobs {jobs!r} is not accepted: an integer >= 1")
+        return jobs
+    if device != "cpu":
+        return 1
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:  # a small-model cell holds ~1.5 GiB; leave room for the runner and the system
+        memory = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        by_memory = max(1, int(memory // (2 * 2**30)))
+    except (ValueError, OSError, AttributeError):
+        by_memory = 1
+    return max(1, min(cores, by_memory, n_cells))
 
 
 def _run_cells(spec: Spec, cells: list[Cell], result: GridResult, store_path: Path, *, signals: _Signals,
                force: bool, kind_module: str, device: str, timeout: float | None, console: Console,
-               show_progress: bool, plan: bool = False) -> None:
+               show_progress: bool, plan: bool = False, jobs: int = 1) -> None:
     done = S.done_hashes(store_path)
     todo = [c for c in cells if force or c.config_hash not in done]
     result.skipped = [c for c in cells if c not in todo]
+    # the cells that train go first (they take longest, and cost cells are checked against them), the
+    # heaviest of them first when several run at once, so that the longest cell does not start last
+    weight = get_cell(spec.kind).weight
+    todo.sort(key=lambda c: (c.config.get("measure") == "cost", -(weight(c.config) if weight and jobs > 1 else 0)))
     if spec.path is not None and spec.spec_hash is not None:
         S.save_spec(store_path, spec.path, spec.spec_hash)
     run_id = S.new_attempt_id()
     spec_file = _spec_file_name(spec)
+    threads = None
+    if jobs > 1:
+        import os
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = max(1, cores // jobs)
     console.print(f"[bold]{spec.name}[/]: {len(cells)} cell(s), {len(result.skipped)} already done, "
-                  f"{len(todo)} to run on {device} -> {store_path}")
+                  f"{len(todo)} to run on {device}" + (f", {jobs} at a time ({threads} thread(s) each)"
+                                                       if jobs > 1 else "") + f" -> {store_path}")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, disable=not show_progress, transient=False)
+    cancel = threading.Event()
+
+    def run_one(cell: Cell) -> tuple:
+        current = progress.add_task(f"  {cell.label}", total=None)
+
+        def on_progress(message: dict, task=current, label=cell.label) -> None:
+            info = " ".join(f"{k}={v}" for k, v in message.get("info", {}).items())
+            progress.update(task, completed=message.get("done"), total=message.get("total"),
+                            description=f"  {label} {info}".rstrip())
+
+        attempt_id = S.new_attempt_id()
+        job = {"module": kind_module, "kind": spec.kind, "config": cell.config, "config_hash": cell.config_hash,
+               "label": cell.label, "device": device, "warmup_steps": spec.warmup_steps, "threads": threads,
+               "out_dir": str(S.artifacts_dir(store_path, cell.config_hash, attempt_id))}
+        prov = provenance(spec_file=spec_file, spec_hash=spec.spec_hash)
+        started = now_iso()
+        planned = _plan_cell(cell, device, console) if plan else None
+        if planned is not None and not planned["fits"]:
+            outcome = {C.STATUS: C.STATUS_PREDICTED_OOM, C.TRACEBACK: None, "metrics": planned["metrics"],
+                       C.ERROR: f"not run: predicted peak {planned['peak_gib']:.2f} GiB > {planned['capacity_gib']:.2f}"
+                                " GiB of device memory (--no-plan runs it anyway)"}
+        else:
+            outcome = _worker().run_in_child(job, timeout=timeout, on_progress=on_progress, cancel=cancel)
+            if planned is not None:
+                outcome["metrics"] = {**outcome.get("metrics", {}), **planned["metrics"]}
+        return cell, attempt_id, started, prov, outcome, current
+
+    def record(cell: Cell, attempt_id: str, started: str, prov: dict, outcome: dict, current) -> None:
+        with signals.deferred():
+            row = _row(spec, cell, run_id=run_id, attempt_id=attempt_id, store=store_path, started=started,
+                       finished=now_iso(), result=outcome, prov=prov)
+            row[C.JOBS] = jobs
+            S.write_attempt(store_path, row, outcome.get("curves", []))
+            result.ran.append((cell, outcome[C.STATUS]))
+        progress.remove_task(current)
+        progress.advance(overall)
+        _print_outcome(console, cell, row)
+
     with progress:
         overall = progress.add_task("cells", total=len(todo))
-        for cell in todo:
-            current = progress.add_task(f"  {cell.label}", total=None)
+        if jobs == 1:
+            for cell in todo:
+                record(*run_one(cell))
+            return
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-            def on_progress(message: dict, task=current, label=cell.label) -> None:
-                info = " ".join(f"{k}={v}" for k, v in message.get("info", {}).items())
-                progress.update(task, completed=message.get("done"), total=message.get("total"),
-                                description=f"  {label} {info}".rstrip())
-
-            attempt_id = S.new_attempt_id()
-            job = {"module": kind_module, "kind": spec.kind, "config": cell.config, "config_hash": cell.config_hash,
-                   "label": cell.label, "device": device, "warmup_steps": spec.warmup_steps,
-                   "out_dir": str(S.artifacts_dir(store_path, cell.config_hash, attempt_id))}
-            prov = provenance(spec_file=spec_file, spec_hash=spec.spec_hash)
-            started = now_iso()
-            planned = _plan_cell(cell, device, console) if plan else None
-            if planned is not None and not planned["fits"]:
-                outcome = {C.STATUS: C.STATUS_PREDICTED_OOM, C.TRACEBACK: None, "metrics": planned["metrics"],
-                           C.ERROR: f"not run: predicted peak {planned['peak_gib']:.2f} GiB > {planned['capacity_gib']:.2f}"
-                                    " GiB of device memory (--no-plan runs it anyway)"}
-            else:
-                outcome = _worker().run_in_child(job, timeout=timeout, on_progress=on_progress)
-                if planned is not None:
-                    outcome["metrics"] = {**outcome.get("metrics", {}), **planned["metrics"]}
-            with signals.deferred():
-                row = _row(spec, cell, run_id=run_id, attempt_id=attempt_id, store=store_path, started=started,
-                           finished=now_iso(), result=outcome, prov=prov)
-                S.write_attempt(store_path, row, outcome.get("curves", []))
-                result.ran.append((cell, outcome[C.STATUS]))
-            progress.remove_task(current)
-            progress.advance(overall)
-            _print_outcome(console, cell, row)
+        queue = iter(todo)
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            running = {pool.submit(run_one, c) for c in [c for _, c in zip(range(jobs), queue)]}
+            try:
+                while running:
+                    # a timeout, so that Ctrl-C reaches this thread while cells run
+                    finished, running = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        record(*future.result())
+                        following = next(queue, None)
+                        if following is not None:
+                            running.add(pool.submit(run_one, following))
+            except BaseException:
+                cancel.set()  # the other threads kill their children; the pool waits for them
+                raise
 
 
 def _cuda_device(device: str) -> tuple[str, int] | None:
@@ -292,6 +381,17 @@ def _print_outcome(console: Console, cell: Cell, row: dict) -> None:
         console.print(f"    {row[C.ERROR]}", markup=False, highlight=False)
 
 
+def print_contrasts(console: Console, cells) -> None:
+    """The paired contrasts of the cells (bench.contrasts), when they have any, with what their CIs cover."""
+    from . import contrasts as K
+
+    frame = K.contrasts(cells)
+    if frame.empty:
+        return
+    console.print(K.render(frame, title="paired contrasts (judge accuracy, points)"))
+    console.print(K.caption(frame), highlight=False)
+
+
 def _print_summary(console: Console, result: GridResult) -> None:
     if not result.store.exists():
         return
@@ -299,7 +399,9 @@ def _print_summary(console: Console, result: GridResult) -> None:
     if cells.empty:
         return
     wanted = {c.config_hash for c in result.selected}
-    console.print(render_summary(cells[cells[C.CONFIG_HASH].isin(wanted)], title=f"{result.spec.name} ({result.store})"))
+    mine = cells[cells[C.CONFIG_HASH].isin(wanted)]
+    console.print(render_summary(mine, title=f"{result.spec.name} ({result.store})"))
+    print_contrasts(console, mine)
     counts: dict[str, int] = {}
     for _, status in result.ran:
         counts[status] = counts.get(status, 0) + 1

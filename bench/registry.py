@@ -50,6 +50,9 @@ class CellKind:
     # what validate cannot know from the values alone (a classifier or file that must exist), checked for
     # every cell before the first one runs
     check: Callable[[dict], None] | None = None
+    # a relative estimate of a cell's run time: running several cells at once, the runner starts the
+    # heaviest first, so that the longest cell does not start last
+    weight: Callable[[dict], float] | None = None
 
     @property
     def module(self) -> str:
@@ -61,7 +64,8 @@ _builtins_loaded = False
 
 
 def register_cell(kind: str, *, keys: set[str] | None, validate: Callable[[dict], dict],
-                  run: Callable[[dict, Any], CellOutput], check: Callable[[dict], None] | None = None) -> CellKind:
+                  run: Callable[[dict, Any], CellOutput], check: Callable[[dict], None] | None = None,
+                  weight: Callable[[dict], float] | None = None) -> CellKind:
     """Register (or re-register, e.g. when a module is imported again in the child) a cell kind."""
     if not isinstance(kind, str) or not kind:
         raise ValueError(f"cell kind must be a non-empty string, got {kind!r}")
@@ -70,7 +74,7 @@ def register_cell(kind: str, *, keys: set[str] | None, validate: Callable[[dict]
         # The child process finds `run` by importing its module; a lambda or nested function has no
         # importable name there.
         raise ValueError(f"run for cell kind {kind!r} must be a module-level function, got {qualname!r}")
-    cell = CellKind(kind, None if keys is None else frozenset(keys), validate, run, check)
+    cell = CellKind(kind, None if keys is None else frozenset(keys), validate, run, check, weight)
     _KINDS[kind] = cell
     return cell
 

@@ -168,7 +168,7 @@ def _cell_columns(cells: pd.DataFrame) -> list[tuple[str, object, bool]]:
     if C.SEED in cells.columns and cells[C.SEED].nunique() > 1:
         cols.append(("seed", lambda r: _plain(r.get(C.SEED)), True))
     optional = [
-        (C.PEAK_MEM_BYTES, "peak memory", lambda r: _bytes(r.get(C.PEAK_MEM_BYTES)), True),
+        (C.COST_PEAK_BYTES, "peak memory", lambda r: _bytes(r.get(C.COST_PEAK_BYTES)), True),
         (C.STEP_TIME_MEDIAN_S, "step time (median)", lambda r: _seconds(r.get(C.STEP_TIME_MEDIAN_S)), True),
         (C.STEPS_TIMED, "steps timed", lambda r: _plain(r.get(C.STEPS_TIMED)), True),
         (D.ACC, "judge acc [95% CI]", lambda r: _acc(r, D.ACC), True),
@@ -289,6 +289,20 @@ def _examples_note(sr: StoreReport) -> str:
     return ""
 
 
+def contrasts_table(cells: pd.DataFrame) -> tuple[list[str], list[list[str]], str]:
+    """The paired contrasts (bench.contrasts) as table rows, and their caption; no rows when there are none."""
+    from . import contrasts as K
+
+    frame = K.contrasts(cells)
+    headers = ["contrast", "level", "baseline", "difference [95% CI]", "n (classes x runs x seeds)", "reads"]
+    rows = [[f"{r['axis']} {r['level']} - {r['baseline']}" + (f" ({r['others']})" if r["others"] else ""),
+             f"{100 * r['level_acc']:.1f}%", f"{100 * r['baseline_acc']:.1f}%",
+             f"{100 * r['diff']:+.1f} [{100 * r['lo']:+.1f}, {100 * r['hi']:+.1f}]",
+             f"{r['n_classes']} x {r['n_runs']} x {r['n_images_per_run']}", K.verdict(r)]
+            for _, r in frame.iterrows()]
+    return headers, rows, K.caption(frame)
+
+
 def _store_html(sr: StoreReport, anchor: str) -> str:
     data, figs = sr.data, sr.figures
     cells = data.cells
@@ -316,6 +330,11 @@ def _store_html(sr: StoreReport, anchor: str) -> str:
                      "gain: token minus plain prompt on the same seeds (paired bootstrap), in percentage points; "
                      "settings shown are those that differ between cells.</p>")
         parts.append(_html_table(headers, rows, numeric, status_col=headers.index("status")))
+        k_headers, k_rows, k_caption = contrasts_table(cells)
+        if k_rows:
+            parts.append("<h3>Paired contrasts</h3>")
+            parts.append(f'<p class="muted">{_e(k_caption)}</p>')
+            parts.append(_html_table(k_headers, k_rows))
         f_headers, f_rows = failures_table(cells)
         if f_rows:
             parts.append("<h3>Cells that did not finish</h3>")
@@ -426,6 +445,9 @@ def _store_md(sr: StoreReport, report_dir: Path) -> str:
     if not cells.empty:
         headers, rows, _ = cells_table(cells)
         out += ["### Cells", "", _md_table(headers, rows), ""]
+        k_headers, k_rows, k_caption = contrasts_table(cells)
+        if k_rows:
+            out += ["### Paired contrasts", "", k_caption, "", _md_table(k_headers, k_rows), ""]
         f_headers, f_rows = failures_table(cells)
         if f_rows:
             out += ["### Cells that did not finish", "", _md_table(f_headers, f_rows), ""]

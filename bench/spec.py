@@ -10,6 +10,8 @@ is accepted.
     repeats = 3                    # optional: seeds fixed.seed (or 0), +1, +2 ... ; or seeds = [0, 7, 9]
     warmup_steps = 1               # optional: steps left out of the step-time median (default 1)
     timeout_per_cell = 3600        # optional, seconds (--timeout-per-cell overrides)
+    quality_neutral = ["checkpointing"]  # optional: axes that cannot change what is trained (see below)
+    baseline = { depth = 1 }       # optional: the level each axis is contrasted with (default: its first value)
 
     [fixed]                        # settings of every cell
     steps = 20
@@ -25,6 +27,12 @@ is accepted.
     [[exclude]]                    # drop the product cells whose settings equal all of these
     depth = "full"
     precision = "fp16"
+
+Quality-neutral axes: an axis whose values change memory and time but provably not the trained token
+(checkpointing: recomputation, tests/core/test_rollout.py) need not retrain. The cells at the axis's
+FIRST value train and judge; the others get `measure = "cost"` (the kind must have that setting): they
+run only the timed probe steps, and the store joins the quality columns of the cell that trained onto
+them (bench.shared), after checking that their probe trajectories agree with it.
 
 A cell's config is the kind's validate(fixed + axis values + seed): the full config with defaults filled
 in. Its identity is dct.config.config_hash of that config (passwords in URLs redacted first), so the same
@@ -58,7 +66,10 @@ EXPERIMENT_KEYS: dict[str, str] = {
     "seeds": "a non-empty list of integers",
     "warmup_steps": "an integer >= 0",
     "timeout_per_cell": "a number of seconds > 0",
+    "quality_neutral": "a list of axis names whose values do not change the trained token",
+    "baseline": "a table {axis = value} naming the level each axis is contrasted with",
 }
+MEASURE_KEY = "measure"
 SEED_KEY = "seed"
 LABEL_KEY = "label"
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -88,7 +99,9 @@ class Spec:
     seeds: list[int] | None
     warmup_steps: int
     timeout_per_cell: float | None
-    cells: dict[str, Cell]  # config_hash -> Cell, in expansion order
+    cells: dict[str, Cell]
+    quality_neutral: list[str] = field(default_factory=list)
+    baseline: dict[str, Any] = field(default_factory=dict)  # config_hash -> Cell, in expansion order
 
 
 def _is_int(value: Any) -> bool:
@@ -188,6 +201,22 @@ def parse_spec(data: dict, *, source: str = "<spec>", path: Path | None = None, 
             fail(f"[{name}] must be an array of tables: write [[{name}]]")
         return [settings_table(name, t, f"[[{name}]] #{i + 1}") for i, t in enumerate(value)]
 
+    neutral = exp.get("quality_neutral", [])
+    if not isinstance(neutral, list) or not all(isinstance(a, str) for a in neutral):
+        fail(f"[experiment] quality_neutral = {neutral!r} is not accepted: {EXPERIMENT_KEYS['quality_neutral']}")
+    for name in neutral:
+        if name not in axes:
+            fail(f"[experiment] quality_neutral names {name!r}, which is not an axis; axes: {sorted(axes)}")
+    if neutral and kind.keys is not None and MEASURE_KEY not in kind.keys:
+        fail(f"[experiment] quality_neutral needs a {MEASURE_KEY!r} setting, which cell kind {kind.name!r} "
+             "does not have")
+    baseline = exp.get("baseline", {})
+    if not isinstance(baseline, dict):
+        fail(f"[experiment] baseline = {baseline!r} is not accepted: {EXPERIMENT_KEYS['baseline']}")
+    for name, value in baseline.items():
+        if name not in axes or value not in axes[name]:
+            fail(f"[experiment] baseline {name} = {value!r} is not accepted: "
+                 + (f"one of the axis's values {axes[name]}" if name in axes else f"an axis; axes: {sorted(axes)}"))
     include = table_list("include")
     exclude = table_list("exclude")
     for i, inc in enumerate(include):
@@ -210,16 +239,18 @@ def parse_spec(data: dict, *, source: str = "<spec>", path: Path | None = None, 
                 fail(f"[fixed] {SEED_KEY} = {base!r} is not accepted with repeats: an integer")
             seeds = [base + i for i in range(exp["repeats"])]
 
-    cells = _expand(kind, fixed, axes, include, exclude, seeds, fail)
+    cost_only = {name: axes[name][0] for name in neutral}  # cells off these values only measure cost
+    cells = _expand(kind, fixed, axes, include, exclude, seeds, fail, cost_only)
     return Spec(name=exp["name"], kind=kind.name, description=exp.get("description", ""),
                 store=Path(store) if store is not None else Path(exp.get("store", f"results/{exp['name']}")),
                 path=path, spec_hash=spec_hash, fixed=fixed, axes=axes, include=include, exclude=exclude,
                 seeds=seeds, warmup_steps=exp.get("warmup_steps", 1), timeout_per_cell=exp.get("timeout_per_cell"),
-                cells=cells)
+                cells=cells, quality_neutral=list(neutral),
+                baseline={name: baseline.get(name, values[0]) for name, values in axes.items()})
 
 
 def _expand(kind: CellKind, fixed: dict, axes: dict[str, list], include: list[dict], exclude: list[dict],
-            seeds: list[int] | None, fail) -> dict[str, Cell]:
+            seeds: list[int] | None, fail, cost_only: dict[str, Any] | None = None) -> dict[str, Cell]:
     drafts: list[tuple[str, str, dict]] = []  # (origin, label, values)
     used = [0] * len(exclude)
     if axes:
@@ -244,6 +275,8 @@ def _expand(kind: CellKind, fixed: dict, axes: dict[str, list], include: list[di
     for origin, label, values in drafts:
         for seed in seeds or [None]:
             raw = {**fixed, **values}
+            if any(name in values and values[name] != first for name, first in (cost_only or {}).items()):
+                raw[MEASURE_KEY] = "cost"
             cell_values = dict(values)
             cell_label = label
             if seed is not None:

@@ -149,13 +149,21 @@ def _mark_current(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_cells(store: str | Path, *, all_rows: bool = False) -> pd.DataFrame:
-    """Cell rows of a store: the current row of each cell, or every attempt (with SUPERSEDED) if all_rows."""
+    """Cell rows of a store: the current row of each cell, or every attempt (with SUPERSEDED) if all_rows.
+    Current rows of cells that only measured cost carry the quality columns of the cell that trained for
+    them (bench.shared)."""
     frames = _read_parts(_parts(Path(store) / CELLS_DIR))
     if not frames:
         return pd.DataFrame(columns=[C.CONFIG_HASH, C.LABEL, C.STATUS, C.ATTEMPT_ID, C.SUPERSEDED])
     cells = _mark_current(_concat(frames))
     if not all_rows:
-        cells = cells[~cells[C.SUPERSEDED]].reset_index(drop=True)
+        from .shared import join
+
+        cells = join(cells[~cells[C.SUPERSEDED]].reset_index(drop=True))
+    if C.PEAK_MEM_BYTES in cells.columns:
+        probe = C.phase_peak_col("probe")
+        cells[C.COST_PEAK_BYTES] = (cells[probe].fillna(cells[C.PEAK_MEM_BYTES]) if probe in cells.columns
+                                    else cells[C.PEAK_MEM_BYTES])
     return cells
 
 

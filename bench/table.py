@@ -13,7 +13,7 @@ from dct.errors import ConfigError
 
 from . import columns as C
 
-SUMMARY_COLUMNS = (C.CONFIG_HASH, C.LABEL, C.STATUS, C.WALL_S, C.STEP_TIME_MEDIAN_S, C.PEAK_MEM_BYTES)
+SUMMARY_COLUMNS = (C.CONFIG_HASH, C.LABEL, C.STATUS, C.WALL_S, C.STEP_TIME_MEDIAN_S, C.COST_PEAK_BYTES)
 _LONG_TEXT = {C.ERROR, C.TRACEBACK, C.CONFIG_JSON, C.STEP_TIMES_S}
 _STATUS_STYLE = {C.STATUS_OK: "green", C.STATUS_ERROR: "red", C.STATUS_OOM: "magenta",
                  C.STATUS_KILLED: "red", C.STATUS_TIMEOUT: "yellow",
@@ -31,7 +31,7 @@ def default_columns(frame: pd.DataFrame) -> list[str]:
 
 # The summary a terminal shows by default: what a reader compares across cells, in 80 columns. Each
 # entry is (heading, formatter of one row or None when the store lacks its columns).
-def _mib(row, col=C.PEAK_MEM_BYTES) -> str:
+def _mib(row, col=C.COST_PEAK_BYTES) -> str:
     v = row.get(col)
     return "-" if _missing(v) else (f"{v / 2**30:.1f} GiB" if v >= 10 * 2**30 else f"{v / 2**20:.0f} MiB")
 
@@ -54,7 +54,7 @@ def _acc_ci(row) -> str:
 SUMMARY_VIEW = (
     ("label", C.LABEL, lambda r: str(r.get(C.LABEL, ""))),
     ("status", C.STATUS, lambda r: str(r.get(C.STATUS, ""))),
-    ("peak mem", C.PEAK_MEM_BYTES, _mib),
+    ("peak mem", C.COST_PEAK_BYTES, _mib),
     ("s/step", C.STEP_TIME_MEDIAN_S, lambda r: _num(r.get(C.STEP_TIME_MEDIAN_S))),
     ("acc [95% CI]", C.metric_col("acc"), _acc_ci),
     ("plain", C.metric_col("plain_acc"), lambda r: _num(r.get(C.metric_col("plain_acc")))),

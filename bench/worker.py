@@ -127,6 +127,10 @@ def child_main(job: dict, conn) -> None:
         ctx = CellContext(out_dir=out_dir, device=job["device"], config_hash=job["config_hash"], label=job["label"],
                           timer=timer, meter=meter, _report=lambda m: conn.send({"type": "progress", **m}))
         config = job["config"]
+        if job.get("threads"):
+            import torch
+
+            torch.set_num_threads(job["threads"])
         _seed_everything(config.get("seed"))
         start = time.perf_counter()
         output = kind.run(config, ctx)
@@ -155,6 +159,7 @@ def _measurements(device: str, meter, timer, wall: float) -> dict[str, Any]:
         C.WARMUP_STEPS: timer.warmup,
         C.DEVICE: device,
         C.DEVICE_NAME: describe_device(device),
+        C.THREADS: sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None,
         **meter.peaks(),
     }
     for name, seconds in meter.phase_seconds.items():
@@ -169,10 +174,11 @@ def _measurements(device: str, meter, timer, wall: float) -> dict[str, Any]:
 
 
 def run_in_child(job: dict, *, timeout: float | None = None,
-                 on_progress: Callable[[dict], None] | None = None) -> dict:
+                 on_progress: Callable[[dict], None] | None = None, cancel=None) -> dict:
     """Run one cell in a spawned child and return its result message (see child_main), or a synthetic
     one when the child died (status killed), overran `timeout` (status timeout) or exited without a
-    result (status error). Any exception here (Ctrl-C included) kills the child before propagating."""
+    result (status error). Any exception here (Ctrl-C included) kills the child before propagating, and
+    so does `cancel` (a threading.Event) being set, which raises KeyboardInterrupt here."""
     job = {"log": True, **job, "parent_pid": os.getpid()}
     receiver, sender = _SPAWN.Pipe(duplex=False)
     process = _SPAWN.Process(target=child_main, args=(job, sender), name=f"bench-cell-{job['config_hash']}")
@@ -184,6 +190,8 @@ def run_in_child(job: dict, *, timeout: float | None = None,
         sender.close()  # so that recv() sees EOF when the child dies
         deadline = None if timeout is None else started + timeout
         while result is None:
+            if cancel is not None and cancel.is_set():
+                raise KeyboardInterrupt("cancelled")
             wait = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.perf_counter()))
             if receiver.poll(wait):
                 try:

@@ -181,15 +181,18 @@ def load_guide(spec: str, preprocessing: str = "model", device="cpu"):
     return apply_preprocessing(load_classifier(spec, device=device), preprocessing)
 
 
-def check_unseen_seeds(cfg: TrainConfig, seeds: list[int], what: str = "evaluation") -> None:
+def check_unseen_seeds(cfg: TrainConfig, seeds: list[int], what: str = "evaluation",
+                       latent_seeds: list[int] | None = None) -> None:
     """Refuse `seeds` that the training latents of `cfg` were drawn from (they would re-judge training
-    images: the generator of seed s draws the same first latent in training and in evaluation)."""
-    seen = sorted(set(cfg.latent_seeds()) & set(seeds))
+    images: the generator of seed s draws the same first latent in training and in evaluation).
+    `latent_seeds`: the seeds a sidecar recorded, which take precedence over the config's."""
+    trained = list(latent_seeds) if latent_seeds is not None else cfg.latent_seeds()
+    seen = sorted(set(trained) & set(seeds))
     if seen:
         raise ConfigError(f"{what} seeds {seen[:6]}{'...' if len(seen) > 6 else ''} are seeds the token's "
                           f"training latents were drawn from (seed {cfg.seed}, "
                           f"{'re-seeded every epoch' if cfg.reseed_each_epoch else f'{cfg.max_epochs} epochs'}); "
-                          f"choose seeds above {max(cfg.latent_seeds())}, e.g. --seeds 10000-10031")
+                          f"choose seeds above {max(trained)}, e.g. --seeds 70000-70031")
 
 
 def environment() -> dict:
@@ -283,7 +286,7 @@ def train_to_file(cfg: TrainConfig, classes: list[int | str] | str, out: str | P
     common = {"format": "dct-token/1", "model": res.model, "world": res.world, "world_fingerprint": world_id,
               "classifier": res.classifier,
               "templates": list(res.templates), "eval_template": res.eval_template, "config": cfg.to_dict(),
-              "config_hash": cfg.hash(), "environment": environment()}
+              "config_hash": cfg.hash(), "latent_seeds": cfg.latent_seeds(), "environment": environment()}
     def class_meta(result) -> dict:
         return {**common, "token": result.placeholder, "class_index": result.target,
                 "class_name": result.class_name, "result": result.summary(), "history": result.history,

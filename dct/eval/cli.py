@@ -1,6 +1,6 @@
 """`dct eval`: accuracy (with bootstrap CIs) and FID/KID of a learned token against its plain prompt.
 
-    dct eval --token tokens/class-7.safetensors --seeds 10000-10031
+    dct eval --token tokens/class-7.safetensors --seeds 70000-70031
     dct eval --class 7 --no-fid                         # the plain prompt alone
     dct eval --token tokens/class-seven.safetensors --protocol reference   # the authors' evaluation
     dct eval --token t.safetensors --reference real/ --inception-weights pt_inception.pth --json
@@ -43,7 +43,7 @@ eval_app = typer.Typer(help="Accuracy (with bootstrap CIs) and FID/KID of genera
 DEFAULT_JUDGE = "world:judge"
 # The authors' evaluation (run.py `evaluate`: the stock StableDiffusionPipeline call and its defaults).
 PROTOCOLS = {
-    "ours": dict(scheduler="ddim", steps=20, guidance=5.0, seeds="10000-10031", plain_prefix="", fid=None),
+    "ours": dict(scheduler="ddim", steps=20, guidance=5.0, seeds="70000-70031", plain_prefix="", fid=None),
     "reference": dict(scheduler="default", steps=50, guidance=7.5, seeds="0-9", plain_prefix="a", fid=False),
 }
 
@@ -250,7 +250,7 @@ def eval_command(
     cls: Optional[str] = typer.Option(None, "--class", "-c", help="Class index (0-based) or name (default: the token's class)."),
     classifier: Optional[str] = typer.Option(None, help=f"Judge classifier spec, also the FID feature space (default in the tiny world: {DEFAULT_JUDGE})."),
     model: Optional[str] = typer.Option(None, help="Hub id or diffusers folder (default: the token's model or the tiny world)."),
-    protocol: str = typer.Option("ours", help="ours: DDIM 20, guidance 5, independent judge, seeds 10000-10031 | reference: "
+    protocol: str = typer.Option("ours", help="ours: DDIM 20, guidance 5, independent judge, seeds 70000-70031 | reference: "
                                             "the authors' (stock PNDM 50, guidance 7.5, seeds 0-9, baseline 'a <class>', "
                                             "judged by the token's own guide AND the judge)."),
     seeds: Optional[str] = typer.Option(None, help="Seeds, e.g. '0-31' or '0,3,5'; one image per seed and prompt "
@@ -307,7 +307,7 @@ def _eval(*, token, cls, classifier, model, seeds, protocol, fid, reference, ref
     trained = (from_dict({k: v for k, v in meta["config"].items() if k in FIELDS})
                if isinstance(meta.get("config"), dict) else None)
     if trained is not None:
-        check_unseen_seeds(trained, seeds)
+        check_unseen_seeds(trained, seeds, latent_seeds=meta.get("latent_seeds"))
     if cls is None and "class_index" not in meta:
         raise ConfigError("give --class (or a --token whose sidecar names its class)")
     if reference is not None and not Path(reference).is_dir():

@@ -30,6 +30,7 @@ rollout_batch = 2
 guidance = 3.0
 eval_seeds = 4
 eval_steps = 3
+replicates = 2
 fid_reference = "{ref}"
 
 [axes]
@@ -67,13 +68,17 @@ def test_cells_train_and_evaluate(grid):
     for label in cells.index:
         row = cells.loc[label]
         assert 0 <= row[m("acc")] <= 1 and row[m("acc_lo")] <= row[m("acc")] <= row[m("acc_hi")]
-        assert row[m("eval_images")] == 8 and row[m("n_classes")] == 2
-        assert row[m("fid")] >= 0 and row[m("fid_n_reference")] == 8
+        assert row[m("eval_images")] == 2 * 2 * 4 and row[m("n_classes")] == 2 and row[m("n_runs")] == 2
+        # 8 reference images are far fewer than twice the judge's feature dimensions: no FID, and why
+        assert row.get(m("fid")) is None or row[m("fid")] != row[m("fid")]
+        assert row[m("fid_note")].startswith("unreliable, not reported: 16 generated and 8 reference images")
+        assert row[m("fid_n_reference")] == 8 and row[m("fid_n_generated")] == 16
         assert row[C.STEP_TIME_MEDIAN_S] > 0 and row[C.PEAK_MEM_BYTES] > 0
     assert cells.loc["depth=1", m("grad_calls")] == 1
     assert cells.loc["depth=full", m("grad_calls")] == cells.loc["depth=full", m("unet_calls")] == 3
     curves = load_curves(store)
-    assert len(curves) == 2 * 2 * 2  # cells x classes x epochs
+    assert len(curves) == 2 * 2 * 2 * 2  # cells x runs x classes x epochs
+    assert sorted(set(curves["train_seed"])) == [0, 1000]
     assert set(curves["class_id"]) == {1, 3}
 
 
@@ -135,12 +140,12 @@ def test_paper_cell_records_its_clipping_through_the_runner(tmp_path, tiny_sd_di
     cells = load_cells(tmp_path / "s").set_index(C.LABEL)
     m = C.metric_col
     ref, none = cells.loc["clip_mode=reference"], cells.loc["clip_mode=none"]
-    assert ref[m("clip_calls")] == 2 * 2 * 2  # classes x epochs x (images - 1)
+    assert ref[m("clip_calls")] == 2 * 2 * 2 * 2  # runs x classes x epochs x (images - 1)
     assert 0 <= ref[m("clip_bite_fraction")] <= 1 and ref[m("clip_norm_median")] > 0
     assert none[m("clip_calls")] == 0 and none[m("eval_protocol")] == "ours"
     curves = load_curves(tmp_path / "s")
     rows = curves[curves[C.CONFIG_HASH] == ref[C.CONFIG_HASH]]
-    assert rows["clip_calls"].tolist() == [2] * 4 and rows["prompts"].str.startswith("[").all()
+    assert rows["clip_calls"].tolist() == [2] * 8 and rows["prompts"].str.startswith("[").all()
 
 
 def test_evaluation_seeds_that_drew_training_latents_are_refused(tmp_path, tiny_sd_dir, tiny_timm_dir, reference):

@@ -105,3 +105,36 @@ def test_parse_spec_without_file():
     spec = parse_spec({"experiment": {"name": "x", "cell": "tiny_mlp"}, "include": [{"width": 3}]})
     assert [c.label for c in spec.cells.values()] == ["width=3"]
     assert str(spec.store) == "results/x"
+
+
+def test_quality_neutral_axes_make_cost_cells_and_baselines_default_to_the_first_value():
+    spec = parse_spec({"experiment": {"name": "d", "cell": "dct", "quality_neutral": ["checkpointing"]},
+                       "fixed": {"classes": [7], "fid": False},
+                       "axes": {"depth": [1, "full"], "checkpointing": ["none", "block", "both"]}})
+    measures = {c.label: c.config["measure"] for c in spec.cells.values()}
+    assert measures == {"depth=1 checkpointing=none": "quality", "depth=1 checkpointing=block": "cost",
+                        "depth=1 checkpointing=both": "cost", "depth=full checkpointing=none": "quality",
+                        "depth=full checkpointing=block": "cost", "depth=full checkpointing=both": "cost"}
+    assert spec.baseline == {"depth": 1, "checkpointing": "none"} and spec.quality_neutral == ["checkpointing"]
+    chosen = parse_spec({"experiment": {"name": "d", "cell": "dct", "baseline": {"depth": "full"}},
+                         "fixed": {"classes": [7], "fid": False}, "axes": {"depth": [1, "full"]}})
+    assert chosen.baseline == {"depth": "full"}
+
+
+@pytest.mark.parametrize("experiment, named", [
+    ({"quality_neutral": ["precision"]}, "quality_neutral names 'precision', which is not an axis"),
+    ({"quality_neutral": "checkpointing"}, "quality_neutral = 'checkpointing' is not accepted"),
+    ({"baseline": {"depth": 2}}, "baseline depth = 2 is not accepted: one of the axis's values [1, 'full']"),
+    ({"baseline": {"lr": 0.1}}, "baseline lr = 0.1 is not accepted: an axis"),
+])
+def test_bad_quality_neutral_or_baseline_names_the_problem(experiment, named):
+    with pytest.raises(ConfigError) as e:
+        parse_spec({"experiment": {"name": "d", "cell": "dct", **experiment}, "fixed": {"classes": [7]},
+                    "axes": {"depth": [1, "full"], "checkpointing": ["none", "both"]}})
+    assert named in str(e.value)
+
+
+def test_quality_neutral_needs_a_kind_that_can_measure_cost_only():
+    with pytest.raises(ConfigError, match="quality_neutral needs a 'measure' setting, which cell kind 'tiny_mlp'"):
+        parse_spec({"experiment": {"name": "w", "cell": "tiny_mlp", "quality_neutral": ["width"]},
+                    "axes": {"width": [2, 4]}})
