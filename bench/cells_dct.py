@@ -167,10 +167,11 @@ def run(config: dict, ctx) -> CellOutput:
         for r, seed in enumerate(seeds):
             run_cfg = cfg.replace(seed=seed)
 
-            def on_epoch(row, r=r):
+            reporter = EpochReporter(ctx, r, len(seeds))
+
+            def on_epoch(row, r=r, seed=seed, reporter=reporter):
                 curves.append({"replicate": r, "train_seed": seed, **flat_history_row(row, cfg.clip_grad_norm)})
-                ctx.progress(r * cfg.max_epochs + row["epoch"] + 1, len(seeds) * cfg.max_epochs, run=r,
-                             cls=row["class_id"], loss=row["loss"], acc=row["accuracy"])
+                reporter.add(row)
 
             # all classes in shared rollouts (a token bank): the same images per class as one at a time
             placeholders = [f"{cfg.placeholder}{c}" for c in classes]
@@ -178,6 +179,7 @@ def run(config: dict, ctx) -> CellOutput:
             results = train_tokens(parts, guide, classes, subjects, run_cfg, templates=res.templates, tokens=bank,
                                    placeholders=placeholders, on_epoch=on_epoch, progress=False)
             bank.remove()
+            reporter.flush()
             save_run(ctx.out_dir / f"run-{r}.safetensors", results, run_cfg, config)
             runs.append(results)
     metrics.update(training_metrics([x for results in runs for x in results], cfg.clip_grad_norm))
@@ -186,6 +188,28 @@ def run(config: dict, ctx) -> CellOutput:
     with ctx.phase("eval"):
         metrics.update(evaluate(parts, cfg, config, res, classes, subjects, runs, seeds, judge, extra, ctx))
     return CellOutput(metrics=metrics, curves=curves)
+
+
+class EpochReporter:
+    """One progress message per epoch of a bank (the classes report one by one): run r, the epoch, and the
+    mean guide accuracy over every class, a stopped class counting with its last epoch's accuracy (its
+    token is kept). bench.search reports these to Optuna and prunes on them."""
+
+    def __init__(self, ctx, run: int, runs: int):
+        self.ctx, self.run, self.runs = ctx, run, runs
+        self.last: dict[int, float] = {}
+        self.epoch: int | None = None
+
+    def add(self, row: dict) -> None:
+        if self.epoch is not None and row["epoch"] != self.epoch:
+            self.flush()
+        self.last[row["class_id"]] = row["accuracy"]
+        self.epoch = row["epoch"]
+
+    def flush(self) -> None:
+        if self.last:
+            self.ctx.progress(self.run, self.runs, run=self.run, epoch=self.epoch,
+                              acc=statistics.fmean(self.last.values()))
 
 
 def probe(parts, guide, target: int, subject: str, cfg, templates, steps: int, ctx) -> dict:
