@@ -6,13 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 R=results/reference
-dct bench run --spec ablations/world-target.toml --store "$R/world-target"
-# the paper preset with and without its reference clipping, at the reference lr and at a learning one
-# (about 45 minutes as two processes on two stores with --only, their part files then copied into one)
-OMP_NUM_THREADS=1 dct bench run --spec ablations/paper-fidelity.toml --store "$R/paper-fidelity"
-for name in depth classifier transfer; do
-  dct bench "$name" --store "$R/$name"
+# 10 classes x 3 training runs per cell, reporting seeds 70000+, 2 cells at a time with one thread each
+# (about 15 minutes each on 2 cores; the single-run stores they replaced are under $R/archive/)
+for name in depth world-target classifier transfer; do
+  dct bench run --spec "ablations/$name.toml" --store "$R/$name"
 done
+# the paper preset with and without its reference clipping, at the reference lr and at a learning one
+# (about 45 minutes as two processes on two stores with --only, their part files then copied into one;
+# measured before cells had replicates: the dct cell's new settings give its cells new hashes, so this
+# line would now re-run them with 3 training runs each, about three times as long)
+OMP_NUM_THREADS=1 dct bench run --spec ablations/paper-fidelity.toml --store "$R/paper-fidelity"
 # resumes per class; classes trained with another config or another build of the world are retrained
 dct train --classes all --out tokens/bank-all.safetensors --overwrite
 OMP_NUM_THREADS=1 dct bench augment --store "$R/augment"
