@@ -160,3 +160,44 @@ def test_hash_is_reused_until_a_weight_changes_in_place():
     with torch.no_grad():
         clf.conv.weight[0, 0, 0, 0] += 1.0
     assert classifier_hash(clf) != first
+
+
+def test_inception_weights_with_a_live_payload_are_never_unpickled(tmp_path):
+    from dct.errors import UnsafeWeightsError
+
+    from ..payloads import save_with_payload
+
+    sentinel = tmp_path / "ran"
+    path = save_with_payload({"w": torch.zeros(2)}, tmp_path / "evil.pth", sentinel)
+    with pytest.raises(UnsafeWeightsError) as err:
+        fid_kid(image_set(4, 0), image_set(4, 1), feature_extractor="inception", inception_weights=path)
+    assert not sentinel.exists(), "the payload ran before the refusal"
+    assert str(path) in str(err.value)
+    # the control: trusting the file hands it to torch-fidelity, which unpickles it (and the payload runs)
+    with pytest.raises(Exception):
+        fid_kid(image_set(4, 0), image_set(4, 1), feature_extractor="inception", inception_weights=path,
+                trust_weights=True, kid=False)
+    assert sentinel.exists()
+
+
+@pytest.mark.parametrize("family", ["file", "timm"])
+def test_classifier_spec_extractor_with_a_live_payload_is_refused(tmp_path, family):
+    from dct.errors import UnsafeWeightsError
+
+    from ..payloads import Holder, save_with_payload
+
+    sentinel = tmp_path / "ran"
+    if family == "file":
+        path = tmp_path / "model.pt"
+        torch.save(torch.nn.Sequential(TinyClassifier(), Holder(sentinel)), path)
+        spec = f"file:{path}"
+    else:
+        import timm
+
+        state = timm.create_model("test_resnet", num_classes=3, pretrained=False).state_dict()
+        path = save_with_payload(state, tmp_path / "ckpt.pth", sentinel)
+        spec = f"timm:test_resnet@{path}"
+    with pytest.raises(UnsafeWeightsError) as err:
+        fid_kid(image_set(4, 0), image_set(4, 1), feature_extractor=spec)
+    assert not sentinel.exists(), "the payload ran before the refusal"
+    assert str(path) in str(err.value)
