@@ -40,12 +40,14 @@ def _locate(target: str, family: str) -> tuple[str, Path | None, dict]:
                              f"and pass the folder: {family}:/path/to/folder")
 
 
-def _load(call, spec: str):
+def _load(call, spec: str, folder: Path | None = None):
     """Run a from_pretrained call, translating its failures into the project's errors."""
     try:
         return call()
     except pickle.UnpicklingError:
-        raise UnsafeWeightsError(f"{spec}: the weights file is not plain weights (it would run code when "
+        pickled = sorted(str(p) for p in folder.glob("*.bin")) if folder is not None else []
+        what = ", ".join(pickled) if pickled else "the weights file"
+        raise UnsafeWeightsError(f"{spec}: {what} is not plain weights (it would run code when "
                                  "unpickled); convert it to model.safetensors") from None
     except OSError as e:
         raise ModelNotFoundError(f"{spec}: {str(e)[:600]}") from None
@@ -65,7 +67,7 @@ def load_hf(target: str, *, trust_pickle: bool = False) -> Classifier:
     config = _load(lambda: AutoConfig.from_pretrained(source, **kwargs), spec)
     processor = _processor(source, kwargs, spec)
     try:
-        model = _load(lambda: AutoModelForImageClassification.from_pretrained(source, **kwargs), spec)
+        model = _load(lambda: AutoModelForImageClassification.from_pretrained(source, **kwargs), spec, folder)
     except ValueError as e:
         hint = " (a ViT-MAE encoder with a mean-pool head loads as hf-vitmae:)" if config.model_type == "vit_mae" else ""
         raise ClassifierSpecError(f"{spec}: model type {config.model_type!r} has no image-classification "
@@ -87,7 +89,7 @@ def load_hf_vitmae(target: str, *, trust_pickle: bool = False) -> Classifier:
     config = ViTConfig.from_dict(config_dict)
     processor = _processor(source, kwargs, spec)
     model, info = _load(lambda: MeanPoolViTForImageClassification.from_pretrained(
-        source, config=config, output_loading_info=True, **kwargs), spec)
+        source, config=config, output_loading_info=True, **kwargs), spec, folder)
     bad = sorted(info["missing_keys"]) + sorted(info["unexpected_keys"]) + sorted(map(str, info["mismatched_keys"]))
     if bad:
         raise ClassifierSpecError(

@@ -131,8 +131,11 @@ def from_folder(folder: Path, *, spec: str | None = None) -> Classifier:
         raise ModelNotFoundError(f"timm folder {folder} holds no weights (model.safetensors or pytorch_model.bin)")
     try:
         model = timm.create_model(_LOCAL_DIR + str(folder), pretrained=True)
-    except pickle.UnpicklingError:
-        # timm reads .bin files with weights_only=True; a file that needs more would run code
+    except (pickle.UnpicklingError, RuntimeError) as e:
+        # timm reads .bin files with weights_only=True; a file that needs more would run code. Recent timm
+        # re-raises the refusal as a RuntimeError from the UnpicklingError.
+        if not isinstance(e, pickle.UnpicklingError) and not isinstance(e.__cause__, pickle.UnpicklingError):
+            raise
         raise UnsafeWeightsError(f"{weights} is not plain weights (it would run code when unpickled); "
                                  "convert it to model.safetensors") from None
     return _wrap(model, spec or f"timm:{folder}", f"timm local-dir {folder}", weights_file=weights)

@@ -1,10 +1,16 @@
 """A real, cheap cell kind for testing the grid machinery: a few gradient-descent steps of a small MLP on a fixed
 regression task. Settings can make it allocate memory, sleep per step, or fail in the ways a real cell
-fails (exception, out of memory, killed by the OS)."""
+fails (exception, out of memory, killed by the OS).
+
+$TINY_MLP_FAULTS, a JSON object {label: fail}, makes the cells of those labels fail in that way in this run
+only: the config (and so the config hash) stays the same, as when a cell failed for a reason that a
+later run no longer has."""
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import signal
 import time
 
@@ -16,7 +22,7 @@ from dct.errors import ConfigError
 KIND = "tiny_mlp"
 DEFAULTS = {"width": 8, "steps": 5, "lr": 0.05, "seed": 0, "alloc_mb": 0, "fail": "none", "step_sleep_s": 0.0,
             "data_url": ""}
-FAILS = ("none", "error", "cuda_oom", "memory_error", "sigkill")
+FAILS = ("none", "error", "cuda_oom", "memory_error", "sigkill", "alloc_over_limit")
 
 
 def validate(config: dict) -> dict:
@@ -66,7 +72,7 @@ def run(config: dict, ctx) -> CellOutput:
             curves.append({"epoch": step, "loss": loss.item(), "grad_norm": grad_norm.item()})
             ctx.progress(step + 1, config["steps"], loss=loss.item())
             if step == 1:
-                _fail(config["fail"])
+                _fail(json.loads(os.environ.get("TINY_MLP_FAULTS", "{}")).get(ctx.label, config["fail"]))
     with ctx.phase("eval"), torch.no_grad():
         final = torch.nn.functional.mse_loss(model(x), y).item()
     torch.save(model.state_dict(), ctx.out_dir / "weights.pt")
@@ -83,6 +89,12 @@ def _fail(how: str) -> None:
         raise MemoryError("simulated")
     if how == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if how == "alloc_over_limit":
+        # A real allocation failure, as on a machine too small for the cell: this process may map 64 MiB
+        # more than it has mapped now, and a 1 GiB tensor is asked of torch's CPU allocator.
+        mapped = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        resource.setrlimit(resource.RLIMIT_AS, (mapped + 64 * 2**20, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        torch.ones(2**28)
 
 
 register_cell(KIND, keys=set(DEFAULTS), validate=validate, run=run)

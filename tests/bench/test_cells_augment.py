@@ -17,7 +17,7 @@ from bench.grid import run_grid
 from bench.spec import load_spec
 from bench.store import load_cells, load_curves
 from dct.errors import ConfigError
-from dct.world.data import CLASS_NAMES, heldout_indices, train_indices
+from dct.world.data import CLASS_NAMES, digit_labels, heldout_indices, train_indices
 
 REPO = Path(__file__).resolve().parents[2]
 N_GEN = 2
@@ -95,8 +95,16 @@ def test_cells_run_and_report_accuracy_with_ci(grid):
     cells = _cells(folder / "store")
     assert [s for _, s in result.ran] == ["ok"] * 4, cells[C.ERROR].tolist()
     m = C.metric_col
+    held_out_per_class = np.bincount(digit_labels()[heldout_indices()], minlength=10)
     for label, row in cells.iterrows():
-        assert 0 <= row[m("acc_lo")] <= row[m("acc")] <= row[m("acc_hi")] <= 1, label
+        assert row[m("acc_lo")] <= row[m("acc")] <= row[m("acc_hi")], label
+        # every accuracy counts held-out images of its class, and the overall one is their sum: an
+        # evaluation on other images, or top-k in one place and top-1 in the other, breaks the arithmetic
+        per_class = json.loads(row[m("acc_per_class")])
+        assert sorted(map(int, per_class)) == list(range(10)), label
+        hits = [per_class[str(c)] * held_out_per_class[c] for c in range(10)]
+        assert hits == pytest.approx(np.round(hits), abs=1e-9), label
+        assert row[m("acc")] * row[m("n_test")] == pytest.approx(sum(hits)), label
         assert row[m("n_test")] == len(heldout_indices())
         assert row[m("train_steps")] == 3 and row[m("train_seconds")] > 0
         assert row[C.STEPS_TIMED] == 3

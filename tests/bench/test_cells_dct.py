@@ -2,14 +2,21 @@
 re-run skips what is done."""
 
 import io
+import json
+import re
+import statistics
 
+import numpy as np
 import pytest
+import torch
 from rich.console import Console
 
 from bench import columns as C
+from bench.cells_dct import fid_metrics
 from bench.grid import run_grid
 from bench.store import load_cells, load_curves
 from dct.errors import ConfigError
+from dct.eval.fid import fid_kid
 
 SPEC = """
 [experiment]
@@ -59,7 +66,18 @@ def grid(tmp_path_factory, tiny_sd_dir, tiny_timm_dir, reference):
     return spec, folder / "store", first
 
 
-def test_cells_train_and_evaluate(grid):
+def _examples(store, row, which):
+    """The cell's evaluation images as it saved them (8-bit PNGs), with their classes from the file names."""
+    from PIL import Image
+
+    files = sorted((store / row[C.ARTIFACTS_DIR] / "examples" / which).glob("*.png"))
+    images = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1)
+                          for f in files]).float() / 255
+    classes = [int(re.match(r"class(\d+)-seed", f.stem).group(1)) for f in files]
+    return images, np.array(classes), store / row[C.ARTIFACTS_DIR] / "examples" / which
+
+
+def test_cells_train_and_evaluate(grid, classifier, reference, tmp_path):
     _, store, first = grid
     assert [status for _, status in first.ran] == ["ok", "ok"], load_cells(store)[C.ERROR].tolist()
     cells = load_cells(store).set_index(C.LABEL)
@@ -67,12 +85,46 @@ def test_cells_train_and_evaluate(grid):
     m = C.metric_col
     for label in cells.index:
         row = cells.loc[label]
-        assert 0 <= row[m("acc")] <= 1 and row[m("acc_lo")] <= row[m("acc")] <= row[m("acc_hi")]
+        # The judge (here also the guide, `classifier`) applied by hand to the very images the cell
+        # judged (run 0's token images and the plain images, all 4 seeds x 2 classes, are saved as
+        # examples) gives the recorded outcomes: a swapped prompt, misaligned targets or top-5 for top-1
+        # would not. The accuracies are the means of those outcomes over every run.
+        stored = json.loads(row[m("outcomes")])
+        assert stored["classes"] == [1, 3] and stored["train_seeds"] == [0, 1000]
+        assert stored["eval_seeds"] == list(range(70000, 70004))
+        token = np.array([[[c == "1" for c in run] for run in cls] for cls in stored["token"]], dtype=float)
+        plain = np.array([[c == "1" for c in cls[0]] for cls in stored["plain"]], dtype=float)
+        assert token.shape == (2, 2, 4) and plain.shape == (2, 4)
+        for which, expected in (("token", token[:, 0]), ("plain", plain)):
+            images, targets, _ = _examples(store, row, which)
+            assert len(images) == 8
+            with torch.no_grad():
+                hits = (classifier(images).argmax(1).numpy() == targets)
+            assert hits.tolist() == expected.reshape(-1).astype(bool).tolist(), (label, which)
+        assert row[m("acc")] == pytest.approx(token.mean()) and row[m("plain_acc")] == pytest.approx(plain.mean())
+        assert json.loads(row[m("acc_per_run")]) == pytest.approx([token[:, 0].mean(), token[:, 1].mean()])
+        assert json.loads(row[m("acc_per_class")]) == pytest.approx({"1": token[0].mean(), "3": token[1].mean()})
+        assert json.loads(row[m("plain_acc_per_class")]) == pytest.approx({"1": plain[0].mean(), "3": plain[1].mean()})
+        assert row[m("acc_lo")] <= row[m("acc")] <= row[m("acc_hi")]
+        assert row[m("acc_gain")] == pytest.approx(row[m("acc")] - row[m("plain_acc")])
         assert row[m("eval_images")] == 2 * 2 * 4 and row[m("n_classes")] == 2 and row[m("n_runs")] == 2
-        # 8 reference images are far fewer than twice the judge's feature dimensions: no FID, and why
+        # 8 reference images are far fewer than twice the judge's 96 feature dimensions: no FID, and why
         assert row.get(m("fid")) is None or row[m("fid")] != row[m("fid")]
         assert row[m("fid_note")].startswith("unreliable, not reported: 16 generated and 8 reference images")
         assert row[m("fid_n_reference")] == 8 and row[m("fid_n_generated")] == 16
+    # the cell's own FID step, given enough images (2 x 96): a set against itself gives ~0
+    from dct.generate import save_images
+
+    many = (torch.rand(192, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 255).round() / 255
+    save_images(many, tmp_path / "many", [f"m{i:03d}" for i in range(192)])
+    config = {"fid_reference": str(tmp_path / "many")}
+    same = fid_metrics(many, many, [1, 3], config, None, classifier)
+    assert abs(same["fid"]) < 1e-6 and abs(same["plain_fid"]) < 1e-6 and same["fid_n_reference"] == 192
+    assert same["kid_subset_size"] == 192 and same["fid_feature_dim"] == 96
+    short = fid_metrics(many[:191], many, [1, 3], config, None, classifier)
+    assert short["fid"] is None and "FID needs >= 192 of each (2 x 96 feature dims)" in short["fid_note"]
+    for label in cells.index:
+        row = cells.loc[label]
         assert row[C.STEP_TIME_MEDIAN_S] > 0 and row[C.PEAK_MEM_BYTES] > 0
     assert cells.loc["depth=1", m("grad_calls")] == 1
     assert cells.loc["depth=full", m("grad_calls")] == cells.loc["depth=full", m("unet_calls")] == 3
@@ -141,10 +193,15 @@ def test_paper_cell_records_its_clipping_through_the_runner(tmp_path, tiny_sd_di
     m = C.metric_col
     ref, none = cells.loc["clip_mode=reference"], cells.loc["clip_mode=none"]
     assert ref[m("clip_calls")] == 2 * 2 * 2 * 2  # runs x classes x epochs x (images - 1)
-    assert 0 <= ref[m("clip_bite_fraction")] <= 1 and ref[m("clip_norm_median")] > 0
-    assert none[m("clip_calls")] == 0 and none[m("eval_protocol")] == "ours"
     curves = load_curves(tmp_path / "s")
     rows = curves[curves[C.CONFIG_HASH] == ref[C.CONFIG_HASH]]
+    # the summary agrees with the clip norms each epoch recorded, and with the cap in the cell's config
+    norms = [n for listed in rows["clip_norms"] for n in json.loads(listed)]
+    cap = json.loads(ref[C.CONFIG_JSON])["clip_grad_norm"]
+    assert len(norms) == ref[m("clip_calls")] and rows["clip_bites"].sum() == sum(n > cap for n in norms)
+    assert ref[m("clip_bite_fraction")] == pytest.approx(sum(n > cap for n in norms) / len(norms))
+    assert ref[m("clip_norm_median")] == pytest.approx(statistics.median(norms)) and ref[m("clip_norm_median")] > 0
+    assert none[m("clip_calls")] == 0 and none[m("eval_protocol")] == "ours"
     assert rows["clip_calls"].tolist() == [2] * 8 and rows["prompts"].str.startswith("[").all()
 
 

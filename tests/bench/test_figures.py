@@ -30,6 +30,7 @@ from bench.grid import run_grid
 from bench.report import build_report
 from bench.store import CELLS_DIR, load_cells
 from dct.errors import ConfigError, DCTError
+from tests.required import missing
 
 # Tests that use `store`: its tiny grid takes one to two minutes on two shared cores.
 slow = pytest.mark.slow
@@ -325,7 +326,7 @@ def test_report_of_two_stores_keeps_their_figures_apart(store, tmp_path):
 def _chromium_dom(html_path, tmp_path) -> str:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
+        missing("chromium is not installed (Debian: apt-get install chromium)")
     done = subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox", "--dump-dom",
                            f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=10000",
                            html_path.resolve().as_uri()], capture_output=True, text=True, timeout=120)

@@ -167,3 +167,42 @@ def test_cli_rejects_a_bad_spec_with_exit_2(write_spec):
     out = CliRunner().invoke(bench_app, ["run", "--spec", str(path)], terminal_width=200)
     assert out.exit_code == 2
     assert "unknown setting 'stpes'" in out.output
+
+
+def test_failed_cells_are_retried_and_the_new_row_supersedes_the_old(write_spec, tmp_path, quiet, monkeypatch):
+    path = write_spec("""
+        [experiment]
+        name = "retry"
+        cell = "tiny_mlp"
+        store = "STORE"
+        [fixed]
+        steps = 2
+        [axes]
+        width = [2, 3, 4, 5]
+    """)
+    store = tmp_path / "store"
+    # The first run fails three cells, the oom one by a real allocation failure in the child (a 1 GiB
+    # tensor past its address-space limit), not a hand-raised exception.
+    monkeypatch.setenv("TINY_MLP_FAULTS", json.dumps({"width=2": "alloc_over_limit", "width=3": "error",
+                                                      "width=4": "sigkill"}))
+    first = run_grid(path, console=quiet, show_progress=False)
+    assert [(c.label, s) for c, s in first.ran] == [("width=2", "oom"), ("width=3", "error"), ("width=4", "killed"),
+                                                    ("width=5", "ok")]
+    failed = load_cells(store).set_index(C.LABEL)
+    assert "DefaultCPUAllocator: can't allocate memory" in failed.loc["width=2", C.ERROR]
+    assert failed.loc["width=2", C.ERROR].startswith("RuntimeError")
+
+    monkeypatch.delenv("TINY_MLP_FAULTS")  # the reason for the failures is gone: the next run retries them
+    second = run_grid(path, console=quiet, show_progress=False)
+    assert [(c.label, s) for c, s in second.ran] == [("width=2", "ok"), ("width=3", "ok"), ("width=4", "ok")]
+    assert [c.label for c in second.skipped] == ["width=5"]
+
+    rows = load_cells(store, all_rows=True)
+    for label, old in (("width=2", "oom"), ("width=3", "error"), ("width=4", "killed")):
+        attempts = rows[rows[C.LABEL] == label].sort_values(C.ATTEMPT_ID)
+        assert list(attempts[C.STATUS]) == [old, "ok"] and list(attempts[C.SUPERSEDED]) == [True, False]
+    current = load_cells(store).set_index(C.LABEL)
+    assert (current[C.STATUS] == "ok").all() and current[C.metric_col("final_loss")].notna().all()
+    assert current.loc[["width=2", "width=3", "width=4"], C.RUN_ID].nunique() == 1
+    assert set(current.loc[["width=2", "width=3", "width=4"], C.RUN_ID]) != set(failed.loc[["width=2"], C.RUN_ID])
+    assert run_grid(path, console=quiet, show_progress=False).ran == []  # and a third run has nothing to do

@@ -160,3 +160,77 @@ def test_hash_is_reused_until_a_weight_changes_in_place():
     with torch.no_grad():
         clf.conv.weight[0, 0, 0, 0] += 1.0
     assert classifier_hash(clf) != first
+
+
+def test_inception_weights_with_a_live_payload_are_never_unpickled(tmp_path):
+    from dct.errors import UnsafeWeightsError
+
+    from ..payloads import save_with_payload
+
+    sentinel = tmp_path / "ran"
+    path = save_with_payload({"w": torch.zeros(2)}, tmp_path / "evil.pth", sentinel)
+    with pytest.raises(UnsafeWeightsError) as err:
+        fid_kid(image_set(4, 0), image_set(4, 1), feature_extractor="inception", inception_weights=path)
+    assert not sentinel.exists(), "the payload ran before the refusal"
+    assert str(path) in str(err.value)
+    # the control: trusting the file hands it to torch-fidelity, which unpickles it (and the payload runs)
+    with pytest.raises(Exception):
+        fid_kid(image_set(4, 0), image_set(4, 1), feature_extractor="inception", inception_weights=path,
+                trust_weights=True, kid=False)
+    assert sentinel.exists()
+
+
+@pytest.mark.parametrize("family", ["file", "timm"])
+def test_classifier_spec_extractor_with_a_live_payload_is_refused(tmp_path, family):
+    from dct.errors import UnsafeWeightsError
+
+    from ..payloads import Holder, save_with_payload
+
+    sentinel = tmp_path / "ran"
+    if family == "file":
+        path = tmp_path / "model.pt"
+        torch.save(torch.nn.Sequential(TinyClassifier(), Holder(sentinel)), path)
+        spec = f"file:{path}"
+    else:
+        import timm
+
+        state = timm.create_model("test_resnet", num_classes=3, pretrained=False).state_dict()
+        path = save_with_payload(state, tmp_path / "ckpt.pth", sentinel)
+        spec = f"timm:test_resnet@{path}"
+    with pytest.raises(UnsafeWeightsError) as err:
+        fid_kid(image_set(4, 0), image_set(4, 1), feature_extractor=spec)
+    assert not sentinel.exists(), "the payload ran before the refusal"
+    assert str(path) in str(err.value)
+
+
+def _judge_features(classifier, images):
+    # what the extractor sees: the images rounded to uint8, back to [0, 1]
+    u8 = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    with torch.no_grad():
+        return classifier.features(u8.float() / 255).double().numpy()
+
+
+def test_fid_and_kid_equal_the_closed_forms_on_the_same_features(tiny_judge):
+    import numpy as np
+
+    a, b = image_set(40, 0), image_set(40, 1, shift=0.1)
+    fa, fb = _judge_features(tiny_judge, a), _judge_features(tiny_judge, b)
+    mu_a, mu_b = fa.mean(0), fb.mean(0)
+    cov_a, cov_b = np.cov(fa, rowvar=False), np.cov(fb, rowvar=False)
+    # Tr sqrt(cov_a cov_b) = Tr sqrt(A^1/2 cov_b A^1/2), a symmetric PSD matrix: eigh, not the product's eigvals
+    w, v = np.linalg.eigh(cov_a)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
+    frechet = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.sqrt(np.clip(inner, 0, None)).sum()
+
+    # KID with one subset of all the images is the unbiased MMD^2 of the whole sets (cubic kernel, gamma 1/d)
+    d = fa.shape[1]
+    kernel = lambda x, y: (x @ y.T / d + 1) ** 3  # noqa: E731
+    kxx, kyy, kxy = kernel(fa, fa), kernel(fb, fb), kernel(fa, fb)
+    m = len(fa)
+    mmd2 = ((kxx.sum() - np.trace(kxx)) + (kyy.sum() - np.trace(kyy))) / (m * (m - 1)) - 2 * kxy.mean()
+
+    r = fid_kid(a, b, feature_extractor=tiny_judge, kid_subset_size=40, kid_subsets=1)
+    assert frechet > 1e-2  # the sets differ: a wrong formula cannot hide behind a zero
+    assert r["fid"] == pytest.approx(frechet, rel=1e-6)
+    assert r["kid_mean"] == pytest.approx(mmd2, rel=1e-6)
