@@ -139,8 +139,9 @@ def _hashable(value):
 
 
 def varying_settings(cells: pd.DataFrame, *, exclude=()) -> list[str]:
-    """cfg_* columns with more than one value among these rows (seeds left out: repeats are not settings)."""
-    skip = set(exclude) | set(SEED_COLS)
+    """cfg_* columns with more than one value among these rows (seeds left out: repeats are not settings;
+    `measure` too: a cost cell of a quality-neutral axis shows the quality of the cell it shares)."""
+    skip = set(exclude) | set(SEED_COLS) | {C.config_col("measure")}
     out = []
     for col in cells.columns:
         if col.startswith(C.CONFIG_PREFIX) and col not in skip:
