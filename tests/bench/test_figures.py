@@ -298,7 +298,7 @@ def test_report_html_is_self_contained_with_provenance(store, report):
         assert value in page
     assert "Provenance" in page and "version" in page and "MemoryError" in page
     assert "[experiment]" in page  # the spec files' text, from the store's specs/ folder
-    assert "n = 4 images" in page  # sample counts in the captions
+    assert "n = 12 images" in page  # sample counts in the captions: 2 classes x 3 training runs x 2 seeds
 
 
 @slow
