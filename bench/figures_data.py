@@ -57,6 +57,11 @@ class StoreData:
     cells: pd.DataFrame  # current row of every cell (all statuses), with DEPTH_X / DEPTH_TEXT when there is a depth
     curves: pd.DataFrame  # per-epoch rows of the current attempts
 
+    def __post_init__(self):
+        from .store import with_cost_peak
+
+        self.cells = with_cost_peak(self.cells)
+
     @property
     def ok(self) -> pd.DataFrame:
         return self.cells[self.cells[C.STATUS] == C.STATUS_OK]

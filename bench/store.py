@@ -160,8 +160,14 @@ def load_cells(store: str | Path, *, all_rows: bool = False) -> pd.DataFrame:
         from .shared import join
 
         cells = join(cells[~cells[C.SUPERSEDED]].reset_index(drop=True))
-    if C.PEAK_MEM_BYTES in cells.columns:
+    return with_cost_peak(cells)
+
+
+def with_cost_peak(cells: pd.DataFrame) -> pd.DataFrame:
+    """COST_PEAK_BYTES (see bench.columns): the probe phase's peak where a cell has one, else its peak."""
+    if C.PEAK_MEM_BYTES in cells.columns and C.COST_PEAK_BYTES not in cells.columns:
         probe = C.phase_peak_col("probe")
+        cells = cells.copy()
         cells[C.COST_PEAK_BYTES] = (cells[probe].fillna(cells[C.PEAK_MEM_BYTES]) if probe in cells.columns
                                     else cells[C.PEAK_MEM_BYTES])
     return cells
