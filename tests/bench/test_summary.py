@@ -69,7 +69,8 @@ def test_bench_depth_summary_fits_80_columns(depth_store):
     assert len(rows) == 12, text
     for label in ("depth=1", "depth=4", "depth=full"):
         assert sum(line.startswith(label) for line in rows) == 4, text
-    assert "0.72 [0.56, 0.88]" in text and "1792 MiB" in text  # depth=full, no checkpointing
+    assert "0.68 [0.58, 0.78]" in text and "1767 MiB" in text  # depth=full, no checkpointing
+    assert "depth full - 1    +26.4 [+16.6, +36.9]  10x3x32  higher" in text  # the paired contrast
 
 
 def test_results_show_fits_80_columns_and_all_has_every_column():

@@ -35,6 +35,8 @@ steps = 4
 max_epochs = 2
 precision = "fp32"
 eval_seeds = 2
+eval_seed_base = 10000
+replicates = 1
 fid = false
 
 [templates]
