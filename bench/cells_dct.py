@@ -308,18 +308,19 @@ def evaluate(parts, cfg, config, res, classes, subjects, runs, train_seeds, judg
     token_targets = torch.tensor(classes).repeat_interleave(n_s).repeat(n_r)
     plain_targets = torch.tensor(classes).repeat_interleave(n_s)
 
-    def outcomes(clf, k: int = 1):
-        tok = topk_correct(classify(clf, token_imgs), token_targets, k).reshape(n_r, n_c, n_s).transpose(1, 0, 2)
-        plain = topk_correct(classify(clf, plain_imgs), plain_targets, k).reshape(n_c, 1, n_s)
-        return tok, plain
+    def outcomes(clf, ks=(1,)):
+        """(token (C, R, S), plain (C, 1, S)) 0/1 outcomes for each k, the images classified once."""
+        tok_logits, plain_logits = classify(clf, token_imgs), classify(clf, plain_imgs)
+        return [(topk_correct(tok_logits, token_targets, k).reshape(n_r, n_c, n_s).transpose(1, 0, 2),
+                 topk_correct(plain_logits, plain_targets, k).reshape(n_c, 1, n_s)) for k in ks]
 
-    tok, plain = outcomes(judge)
-    acc, plain_acc, gain = hierarchical_ci(tok), hierarchical_ci(plain), paired_difference(tok, plain)
     k5 = min(5, len(getattr(judge, "labels", None) or range(5)))
+    (tok, plain), (tok5, _) = outcomes(judge, (1, k5))
+    acc, plain_acc, gain = hierarchical_ci(tok), hierarchical_ci(plain), paired_difference(tok, plain)
     out = {"eval_images_per_class": n_s, "eval_images": n_c * n_r * n_s, "eval_runs": n_r, "judge": judge.spec,
            "eval_protocol": "ours", "eval_seed_first": seeds[0],
            "acc": acc["acc"], "acc_lo": acc["lo"], "acc_hi": acc["hi"], "acc_ci": acc["covers"],
-           "acc_top5": float(outcomes(judge, k5)[0].mean()),
+           "acc_top5": float(tok5.mean()),
            "plain_acc": plain_acc["acc"], "plain_acc_lo": plain_acc["lo"], "plain_acc_hi": plain_acc["hi"],
            "acc_gain": gain["diff"], "acc_gain_lo": gain["lo"], "acc_gain_hi": gain["hi"],
            "acc_per_run": json.dumps([float(tok[:, r].mean()) for r in range(n_r)]),
@@ -329,7 +330,7 @@ def evaluate(parts, cfg, config, res, classes, subjects, runs, train_seeds, judg
               "token": pack(tok), "plain": pack(plain), "extra": {}}
     for name, clf in extra.items():
         key = eval_key(name)
-        t, p = outcomes(clf)
+        (t, p), = outcomes(clf)
         for prefix, x in ((f"acc[{key}]", t), (f"plain_acc[{key}]", p)):
             ci = hierarchical_ci(x)
             out.update({prefix: ci["acc"], f"{prefix}_lo": ci["lo"], f"{prefix}_hi": ci["hi"]})

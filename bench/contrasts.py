@@ -16,18 +16,11 @@ import json
 import pandas as pd
 
 from . import columns as C
-from .shared import MEASURE
+from .shared import MEASURE, json_or
 
 OUTCOMES = C.metric_col("outcomes")
 COLUMNS = ("axis", "level", "baseline", "others", "diff", "lo", "hi", "level_acc", "baseline_acc", "n_classes",
            "n_runs", "n_images_per_run", "covers", "cell", "baseline_cell")
-
-
-def _loads(value, default):
-    try:
-        return json.loads(value) if isinstance(value, str) else default
-    except ValueError:
-        return default
 
 
 def _same(a, b) -> bool:
@@ -55,11 +48,11 @@ def contrasts(cells: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.D
     if rows.empty or C.SPEC_AXES not in rows.columns:
         return pd.DataFrame(columns=COLUMNS)
     first = rows.iloc[0]
-    axes = _loads(first.get(C.SPEC_AXES), {})
-    baseline = _loads(first.get(C.SPEC_BASELINE), {})
-    neutral = set(_loads(first.get(C.SPEC_QUALITY_NEUTRAL), []))
-    configs = [_loads(v, {}) for v in rows[C.CONFIG_JSON]]
-    stored = [_loads(v, {}) for v in rows[OUTCOMES]]
+    axes = json_or(first.get(C.SPEC_AXES), {})
+    baseline = json_or(first.get(C.SPEC_BASELINE), {})
+    neutral = set(json_or(first.get(C.SPEC_QUALITY_NEUTRAL), []))
+    configs = [json_or(v, {}) for v in rows[C.CONFIG_JSON]]
+    stored = [json_or(v, {}) for v in rows[OUTCOMES]]
     for axis, values in axes.items():
         if axis in neutral or len(values) < 2 or axis not in baseline:
             continue

@@ -235,13 +235,18 @@ def _jobs(jobs: int | None, device: str, n_cells: int) -> int:
         return 1
     import os
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     try:  # a small-model cell holds ~1.5 GiB; leave room for the runner and the system
         memory = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         by_memory = max(1, int(memory // (2 * 2**30)))
     except (ValueError, OSError, AttributeError):
         by_memory = 1
-    return max(1, min(cores, by_memory, n_cells))
+    return max(1, min(_cores(), by_memory, n_cells))
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _run_cells(spec: Spec, cells: list[Cell], result: GridResult, store_path: Path, *, signals: _Signals,
@@ -258,12 +263,7 @@ def _run_cells(spec: Spec, cells: list[Cell], result: GridResult, store_path: Pa
         S.save_spec(store_path, spec.path, spec.spec_hash)
     run_id = S.new_attempt_id()
     spec_file = _spec_file_name(spec)
-    threads = None
-    if jobs > 1:
-        import os
-
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = max(1, cores // jobs)
+    threads = max(1, _cores() // jobs) if jobs > 1 else None
     console.print(f"[bold]{spec.name}[/]: {len(cells)} cell(s), {len(result.skipped)} already done, "
                   f"{len(todo)} to run on {device}" + (f", {jobs} at a time ({threads} thread(s) each)"
                                                        if jobs > 1 else "") + f" -> {store_path}")

@@ -32,7 +32,8 @@ TOLERANCE = 1e-3
 _OWN = {MEASURE, PROBE_DELTA, PROBE_LOSSES, C.metric_col("probe_class"), C.metric_col("probe_steps")}
 
 
-def _json(value, default):
+def json_or(value, default):
+    """JSON text parsed, or `default` when it is missing or not JSON (a store column may be empty)."""
     if isinstance(value, str):
         try:
             return json.loads(value)
@@ -44,8 +45,8 @@ def _json(value, default):
 def quality_key(row) -> str | None:
     """The hash of a row's config without its quality-neutral axes and `measure`: equal for the cells that
     share one training."""
-    neutral = _json(row.get(C.SPEC_QUALITY_NEUTRAL), [])
-    config = _json(row.get(C.CONFIG_JSON), None)
+    neutral = json_or(row.get(C.SPEC_QUALITY_NEUTRAL), [])
+    config = json_or(row.get(C.CONFIG_JSON), None)
     if not neutral or not isinstance(config, dict):
         return None
     return config_hash({k: v for k, v in config.items() if k not in neutral and k != "measure"})
@@ -53,8 +54,8 @@ def quality_key(row) -> str | None:
 
 def probe_difference(a, b) -> float | None:
     """Relative difference of two probes (token change and losses); None when either has none."""
-    da, db = _json(a.get(PROBE_DELTA), None), _json(b.get(PROBE_DELTA), None)
-    la, lb = _json(a.get(PROBE_LOSSES), None), _json(b.get(PROBE_LOSSES), None)
+    da, db = json_or(a.get(PROBE_DELTA), None), json_or(b.get(PROBE_DELTA), None)
+    la, lb = json_or(a.get(PROBE_LOSSES), None), json_or(b.get(PROBE_LOSSES), None)
     if da is None or db is None or la is None or lb is None:
         return None
     if len(da) != len(db) or len(la) != len(lb):
