@@ -140,12 +140,14 @@ def generate(
 def _mount_subapps() -> None:
     """Sub-apps live beside the code they drive."""
     from bench.cli import bench_app, make_bench_command, results_app
-    from bench.figures_cli import figures_app, report_app
-    from bench.launch import launch_app, worker_app
-    from bench.search_cli import search_app
+    from bench.figures.cli import figures_app, report_app
+    from bench.plan.cli import plan_command
+    from bench.scale.launch import launch_app, worker_app
+    from bench.search.cli import search_app
     from dct.eval.cli import eval_app
     from dct.world.cli import world_app
 
+    bench_app.command("plan")(plan_command)
     for name, text in (("depth", "Backprop depth x gradient checkpointing x precision (ablations/depth.toml)."),
                        ("classifier", "Which classifier guides training; the judge stays fixed (ablations/classifier.toml)."),
                        ("transfer", "Train with one domain's classifier, judge with the other's (ablations/transfer.toml)."),

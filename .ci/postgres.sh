@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL server for the distributed tests (tests/search/): installed when absent (Debian
+# A throwaway PostgreSQL server for the distributed tests (tests/bench/search/ and tests/bench/scale/): installed when absent (Debian
 # package `postgresql`, needs root), started on 127.0.0.1 on a free port from a fresh cluster in a temp
 # dir, with a role and database protected by a random password.
 #

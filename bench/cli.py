@@ -23,8 +23,7 @@ from rich.console import Console
 from dct.clikit import DEVICE_HELP, JSON_HELP, fail
 from dct.errors import DCTError
 
-from . import columns as C
-from .plan_cli import plan_command
+from bench import columns as C
 
 SPEC_DIR_ENV = "DCT_ABLATIONS"
 
@@ -98,7 +97,7 @@ def _run(spec: Path, store, force, only, dry_run, device, timeout_per_cell, prog
          plan=True, jobs=None) -> None:
     import io
 
-    from .grid import run_grid
+    from bench.grid import run_grid
 
     try:
         result = run_grid(spec, store=store, force=force, only=only or (), dry_run=dry_run, device=device,
@@ -118,7 +117,7 @@ def _print_json(result, dry_run: bool) -> None:
     """The selected cells as JSON records: their store rows (every column), or with --dry-run their plan."""
     import json
 
-    from .store import load_cells
+    from bench.store import load_cells
 
     wanted = [c.config_hash for c in result.selected]
     frame = load_cells(result.store) if result.store.exists() else None
@@ -164,9 +163,6 @@ def run_command(spec: Annotated[Path, typer.Option("--spec", help="Spec file (TO
     _run(spec, store, force, only, dry_run, device, timeout_per_cell, progress, as_json, plan, jobs)
 
 
-bench_app.command("plan")(plan_command)
-
-
 @results_app.command("show")
 def show_command(store: Annotated[Path, typer.Argument(help="A store folder, or an experiment name under results/.")],
                  as_json: Annotated[bool, typer.Option("--json", help="Print every column of every row as JSON "
@@ -179,8 +175,8 @@ def show_command(store: Annotated[Path, typer.Argument(help="A store folder, or 
     """Show the cells of a result store: a summary that fits 80 columns (label, status, peak memory,
     s/step, accuracy [CI], plain, FID) and the paired contrasts of each axis against its baseline;
     --all for every column, --json for everything."""
-    from .store import CELLS_DIR, load_cells
-    from .table import render, render_records, render_summary, resolve_columns
+    from bench.store import CELLS_DIR, load_cells
+    from bench.table import render, render_records, render_summary, resolve_columns
 
     if not (store / CELLS_DIR).is_dir() and (Path("results") / store / CELLS_DIR).is_dir():
         store = Path("results") / store
@@ -200,7 +196,7 @@ def show_command(store: Annotated[Path, typer.Argument(help="A store folder, or 
     elif every_column:
         Console().print(render_records(frame, title=title))
     else:
-        from .grid import print_contrasts
+        from bench.grid import print_contrasts
 
         Console().print(render_summary(frame, title=title, extra=(C.SUPERSEDED,) if attempts else ()))
         if not attempts:

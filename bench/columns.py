@@ -36,9 +36,9 @@ STATUS_ERROR = "error"  # the cell raised
 STATUS_OOM = "oom"  # torch.cuda.OutOfMemoryError, MemoryError, or torch's CPU allocator failing
 STATUS_KILLED = "killed"  # the child process died from a signal (the OS OOM killer sends SIGKILL)
 STATUS_TIMEOUT = "timeout"  # ran past --timeout-per-cell and was killed
-STATUS_PREDICTED_OOM = "predicted-oom"  # not run: the planner (bench.plan) predicted it does not fit the GPU
+STATUS_PREDICTED_OOM = "predicted-oom"  # not run: the planner (bench.plan.planner) predicted it does not fit the GPU
 STATUSES = (STATUS_OK, STATUS_ERROR, STATUS_OOM, STATUS_KILLED, STATUS_TIMEOUT, STATUS_PREDICTED_OOM)
-# Metrics of the planner's prediction (bench.plan), on every row of a planned step grid: metric_plan_*
+# Metrics of the planner's prediction (bench.plan.planner), on every row of a planned step grid: metric_plan_*
 PLAN_PEAK_BYTES = "metric_plan_peak_bytes"  # predicted peak of the cell's device (CUDA: allocated; CPU: saved)
 PLAN_FLOPS = "metric_plan_flops"  # FLOPs of one step: forward, backward, recomputation (device-independent)
 

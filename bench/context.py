@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .measure import DeviceMeter, StepTimer
+from bench.measure import DeviceMeter, StepTimer
 
 
 @dataclass

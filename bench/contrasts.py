@@ -15,8 +15,8 @@ import json
 
 import pandas as pd
 
-from . import columns as C
-from .shared import MEASURE, json_or
+from bench import columns as C
+from bench.shared import MEASURE, json_or
 
 OUTCOMES = C.metric_col("outcomes")
 COLUMNS = ("axis", "level", "baseline", "others", "diff", "lo", "hi", "level_acc", "baseline_acc", "n_classes",
@@ -40,8 +40,6 @@ def quality_rows(cells: pd.DataFrame) -> pd.DataFrame:
 def contrasts(cells: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """One row per (axis, level, setting of the other axes): the paired difference level - baseline."""
     from dct.eval.hierarchical import paired_difference
-
-    from .cells_dct import unpack
 
     rows = quality_rows(cells)
     out = []
@@ -110,3 +108,14 @@ def caption(frame: pd.DataFrame) -> str:
     return (f"Paired differences in judge accuracy (points), level minus baseline, on the same "
             f"{r['n_classes']} classes x {r['n_runs']} training runs x {r['n_images_per_run']} evaluation "
             f"seeds; 95% CI by a hierarchical bootstrap over {r['covers']}.")
+
+
+def pack(outcomes) -> list[list[str]]:
+    """(C, R, S) 0/1 as C lists of R strings of S characters: compact in a store column, exact."""
+    return [["".join("1" if v else "0" for v in run) for run in cls] for cls in outcomes]
+
+
+def unpack(packed) -> "np.ndarray":
+    import numpy as np
+
+    return np.array([[[c == "1" for c in run] for run in cls] for cls in packed], dtype=np.float64)

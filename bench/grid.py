@@ -28,13 +28,13 @@ from rich.table import Table
 
 from dct.errors import ConfigError, DCTError
 
-from . import columns as C
-from . import store as S
+from bench import columns as C
+from bench import store as S
 from dct.device import resolve_device
-from .provenance import now_iso, provenance, redact
-from .registry import get_cell
-from .spec import Cell, Spec, check_cells, load_spec, select
-from .table import render_summary
+from bench.provenance import now_iso, provenance, redact
+from bench.registry import get_cell
+from bench.spec import Cell, Spec, check_cells, load_spec, select
+from bench.table import render_summary
 
 
 class GridInterrupted(KeyboardInterrupt):
@@ -160,7 +160,7 @@ def run_grid(spec: str | Path | Spec, *, store: str | Path | None = None, force:
     Progress and log lines go to `console`, the results (plan, summary table) to `out` (default: the
     same console; the CLI passes stderr and stdout).
 
-    plan: for `step` cells, predict each cell's peak memory and FLOPs first (bench.plan, seconds on the
+    plan: for `step` cells, predict each cell's peak memory and FLOPs first (bench.plan.planner, seconds on the
     CPU): on a GPU a cell predicted not to fit is recorded as predicted-oom, with the prediction, instead
     of being run; every row gets metric_plan_peak_bytes and metric_plan_flops. plan=False runs every cell.
 
@@ -214,7 +214,7 @@ class SharedQualityError(DCTError):
 def _check_shared(spec: Spec, result: GridResult, console: Console) -> None:
     if not spec.quality_neutral or not result.store.exists():
         return
-    from .shared import mismatches
+    from bench.shared import mismatches
 
     cells = S.load_cells(result.store)
     bad = mismatches(cells[cells[C.CONFIG_HASH].isin({c.config_hash for c in result.selected})])
@@ -343,10 +343,10 @@ def _cuda_device(device: str) -> tuple[str, int] | None:
 
 
 def _plan_cell(cell: Cell, device: str, console: Console) -> dict | None:
-    """The planner's prediction of a step cell on `device` (bench.plan), or None when it cannot plan it
+    """The planner's prediction of a step cell on `device` (bench.plan.planner), or None when it cannot plan it
     (the cell then runs as without planning). On the CPU every cell 'fits': only its FLOPs are used."""
     try:
-        from . import plan as P
+        from bench.plan import planner as P
 
         cuda = _cuda_device(device)
         if cuda is not None:
@@ -363,7 +363,7 @@ def _plan_cell(cell: Cell, device: str, console: Console) -> dict | None:
 
 
 def _worker():
-    from . import worker  # imported late: the spawn machinery is only needed when cells run
+    from bench import child as worker  # imported late: the spawn machinery is only needed when cells run
 
     return worker
 
@@ -383,7 +383,7 @@ def _print_outcome(console: Console, cell: Cell, row: dict) -> None:
 
 def print_contrasts(console: Console, cells) -> None:
     """The paired contrasts of the cells (bench.contrasts), when they have any, with what their CIs cover."""
-    from . import contrasts as K
+    from bench import contrasts as K
 
     frame = K.contrasts(cells)
     if frame.empty:

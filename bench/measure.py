@@ -1,7 +1,7 @@
 """What the harness measures about every cell: step times, peak memory (overall and per phase), wall time,
 and what device it ran on.
 
-Peak memory is only meaningful per process, so every cell runs in a fresh child (bench.worker):
+Peak memory is only meaningful per process, so every cell runs in a fresh child (bench.child):
 - CPU: the high-water RSS of that child, read from /proc/self/status (VmHWM). Not `ru_maxrss`: Linux
   carries the parent's RSS high-water mark across fork+exec into the child's ru_maxrss (a runner at
   850 MB spawns a 68 MB child that reports 850 MB), and tracemalloc does not see torch tensors at all.
@@ -219,7 +219,7 @@ class DeviceMeter:
             self.phase_peaks[name] = value if previous is None or value is None else max(previous, value)
 
     def peaks(self) -> dict[str, int | None]:
-        from . import columns as C
+        from bench import columns as C
 
         out: dict[str, int | None] = {C.PEAK_RSS_BYTES: self.rss.peak()[0],
                                       C.PEAK_GPU_ALLOCATED: None, C.PEAK_GPU_RESERVED: None}

@@ -16,7 +16,7 @@ from typing import Any
 
 from dct.redact import redact
 
-from . import columns as C
+from bench import columns as C
 
 PACKAGES = ("torch", "diffusers", "transformers", "timm", "torch-fidelity", "optuna", "numpy", "pandas",
             "dct-bench")

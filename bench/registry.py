@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from dct.errors import ConfigError
 
-BUILTIN_MODULES = ("bench.cells_dct", "bench.cells_step", "bench.cells_augment")
+BUILTIN_MODULES = ("bench.cells.dct", "bench.cells.step", "bench.cells.augment")
 MODULES_ENV = "DCT_CELL_MODULES"
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from dct.config import config_hash
 
-from . import columns as C
+from bench import columns as C
 
 MEASURE = C.metric_col("measure")
 PROBE_DELTA = C.metric_col("probe_delta")

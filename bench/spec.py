@@ -53,8 +53,8 @@ from typing import Any
 from dct.config import config_hash
 from dct.errors import ConfigError
 
-from .provenance import file_hash, redact
-from .registry import CellKind, get_cell
+from bench.provenance import file_hash, redact
+from bench.registry import CellKind, get_cell
 
 TABLES = ("experiment", "fixed", "axes", "include", "exclude")
 EXPERIMENT_KEYS: dict[str, str] = {

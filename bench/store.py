@@ -39,8 +39,8 @@ import pandas as pd
 
 from dct.errors import DCTError
 
-from . import columns as C
-from .provenance import redact
+from bench import columns as C
+from bench.provenance import redact
 
 CELLS_DIR = "cells"
 CURVES_DIR = "curves"
@@ -157,7 +157,7 @@ def load_cells(store: str | Path, *, all_rows: bool = False) -> pd.DataFrame:
         return pd.DataFrame(columns=[C.CONFIG_HASH, C.LABEL, C.STATUS, C.ATTEMPT_ID, C.SUPERSEDED])
     cells = _mark_current(_concat(frames))
     if not all_rows:
-        from .shared import join
+        from bench.shared import join
 
         cells = join(cells[~cells[C.SUPERSEDED]].reset_index(drop=True))
     return with_cost_peak(cells)

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from dct.errors import ConfigError
 
-from . import columns as C
+from bench import columns as C
 
 SUMMARY_COLUMNS = (C.CONFIG_HASH, C.LABEL, C.STATUS, C.WALL_S, C.STEP_TIME_MEDIAN_S, C.COST_PEAK_BYTES)
 _LONG_TEXT = {C.ERROR, C.TRACEBACK, C.CONFIG_JSON, C.STEP_TIMES_S}

@@ -2,9 +2,9 @@
 embedded here (no download), with RANDOM weights.
 
 Memory and time of a DCT step depend on the architecture, the resolution and the dtypes, not on the
-weight values, so the full-size benchmarks (bench/cells_step.py) run these where real weights cannot be
+weight values, so the full-size benchmarks (bench/cells/step.py) run these where real weights cannot be
 fetched. Every config below is the public one, with its source named; the parameter counts are checked
-against the public models in tests/bench/test_cells_step.py.
+against the public models in tests/bench/cells/test_cells_step.py.
 
     sd15      SD 1.x (CompVis/stable-diffusion-v1-4 = runwayml/stable-diffusion-v1-5 architecture):
               UNet 859.5M, VAE 83.7M, CLIP ViT-L/14 text encoder 123.1M; PNDM; 512 px

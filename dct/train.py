@@ -189,7 +189,7 @@ class TokenOptimiser:
     """What lasts from step to step: the token vectors, the optimiser, the loss scaler, the scheduler.
 
     `step` is one epoch's optimisation step, shared by training and by the benchmark of "one DCT step"
-    (bench/cells_step.py), so what is measured is what is trained.
+    (bench/cells/step.py), so what is measured is what is trained.
     """
 
     def __init__(self, parts: Parts, classifier: torch.nn.Module, cfg: TrainConfig, tokens: ClassTokens):

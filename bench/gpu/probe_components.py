@@ -56,7 +56,7 @@ def _sync(device):
 
 def probe(arch: str, resolution: int, precision: str, device: str, batch: int = 1, repeats: int = 2,
           classifier: str = "vit-l16-random") -> dict:
-    from bench.cells_step import load_step_classifier
+    from bench.cells.step import load_step_classifier
     from dct.archs import build_parts
     from dct.rollout import decode
     from dct.token import ClassTokens

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-import tests.bench.cells  # noqa: F401  registers the tiny_mlp cell kind
+import tests.bench.mlp_cell  # noqa: F401  registers the tiny_mlp cell kind
 
 
 @pytest.fixture
@@ -23,3 +23,6 @@ def write_spec(tmp_path):
 @pytest.fixture
 def quiet():
     return Console(file=io.StringIO(), width=200)
+
+# fixtures of the search and scale tests (storage URLs, the tiny_mlp search space)
+from tests.bench.workers import mlp_space, pg_url, storage_url, unique  # noqa: E402,F401

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from bench import columns as C
-from bench.cells_dct import pack, unpack
+from bench.contrasts import pack, unpack
 from bench.contrasts import contrasts
 from dct.eval.hierarchical import paired_difference
 

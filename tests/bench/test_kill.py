@@ -14,7 +14,7 @@ from bench.spec import load_spec
 from bench.store import done_hashes, load_cells, load_curves
 
 REPO = Path(__file__).resolve().parents[2]
-RUNNER = "import sys, tests.bench.cells; from bench.grid import run_grid; run_grid(sys.argv[1], show_progress=False)"
+RUNNER = "import sys, tests.bench.mlp_cell; from bench.grid import run_grid; run_grid(sys.argv[1], show_progress=False)"
 
 
 def _dead(pid: int) -> bool:

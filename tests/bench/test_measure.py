@@ -8,7 +8,7 @@ import torch
 from bench import columns as C
 from bench.measure import HighWater, StepTimer
 from bench.provenance import redact
-from bench.worker import classify_exception
+from bench.child import classify_exception
 
 
 def test_step_timer_median_leaves_out_warmup():
@@ -67,7 +67,7 @@ print(json.dumps({"before": before, "after": after, "resets": resets, "phase_pea
 
 
 def test_meter_phase_on_cpu():
-    # In a fresh process, as every cell runs (bench.worker): a long test session's heap can hold freed
+    # In a fresh process, as every cell runs (bench.child): a long test session's heap can hold freed
     # pages that a new tensor reuses without raising the resident set.
     import json
     import os

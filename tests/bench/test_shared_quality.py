@@ -123,7 +123,7 @@ def test_full_training_under_every_checkpointing_mode_gives_the_same_token(parts
 
 
 def test_evaluation_seeds_of_any_training_run_are_refused():
-    from bench.cells_dct import validate
+    from bench.cells.dct import validate
 
     # runs train with seeds 0, 1000, 2000 and (no re-seeding) draw latents from seed + epoch
     settings = {"classes": [7], "eval_seeds": 4, "fid": False, "max_epochs": 2, "replicates": 3}

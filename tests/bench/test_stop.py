@@ -31,7 +31,7 @@ def test_sigterm_stops_cleanly_then_a_hung_cell_times_out(write_spec, tmp_path, 
     """)
     store = tmp_path / "store"
     # through the command line, as a user runs it; the test's cell kind is found through $DCT_CELL_MODULES
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DCT_CELL_MODULES": "tests.bench.cells"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DCT_CELL_MODULES": "tests.bench.mlp_cell"}
     runner = subprocess.Popen([sys.executable, "-m", "bench.cli", "bench", "run", "--spec", str(path), "--no-progress"],
                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 60

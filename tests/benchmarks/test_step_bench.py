@@ -1,6 +1,6 @@
 """pytest-benchmark suite: one DCT optimisation step on the CPU, per backprop depth and checkpointing mode.
 
-The step is bench.cells_step.TokenStep (train_token's epoch body: dct_loss -> backward -> loss-scale
+The step is bench.cells.step.TokenStep (train_token's epoch body: dct_loss -> backward -> loss-scale
 check -> optimiser step on the token) on a tiny random-weight Stable Diffusion pipeline (the tests'
 `tiny_sd_dir`, so it runs before the tiny world is committed) guided by a tiny random timm classifier.
 
@@ -34,7 +34,7 @@ MODES = ["none", "block", "step", "both"]
 
 @pytest.fixture(scope="module")
 def setup(tiny_sd_dir, classifier):
-    from bench.cells_step import Setup
+    from bench.cells.step import Setup
     from dct.config import PAPER_TEMPLATES
     from dct.pipeline import load_parts
 
@@ -43,7 +43,7 @@ def setup(tiny_sd_dir, classifier):
 
 
 def _config(depth, checkpointing):
-    from bench.cells_step import validate
+    from bench.cells.step import validate
 
     # fp32: CPU half-precision kernels are slower and noisier than the cost being measured
     return validate({"arch": "tiny", "weights": "random", "steps": STEPS, "depth": depth, "guidance": 7.0,
@@ -55,7 +55,7 @@ def _config(depth, checkpointing):
 @pytest.mark.parametrize("checkpointing", MODES)
 @pytest.mark.parametrize("depth", DEPTHS)
 def test_dct_step(benchmark, setup, depth, checkpointing):
-    from bench.cells_step import TokenStep
+    from bench.cells.step import TokenStep
 
     runner = TokenStep(setup, _config(depth, checkpointing))
     try:

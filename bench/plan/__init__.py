@@ -1,0 +1,10 @@
+"""The planner: peak GPU memory, FLOPs and time of one DCT step at full size, predicted on a CPU.
+
+    trace.py     tracing a step on the meta device (live bytes as the CUDA allocator counts them, FLOPs)
+    planner.py   the calibrated prediction, and its validation against the H200 anchor (data/)
+    figure.py    the planned memory-vs-depth figure with the anchor's measured points
+    cli.py       `dct bench plan`
+
+May import the grid core, cells/step.py (the very step it plans) and dct; never figures/, search/ or
+scale/.
+"""
