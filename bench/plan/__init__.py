@@ -1,7 +1,8 @@
 """The planner: peak GPU memory, FLOPs and time of one DCT step at full size, predicted on a CPU.
 
     trace.py     tracing a step on the meta device (live bytes as the CUDA allocator counts them, FLOPs)
-    planner.py   the calibrated prediction, and its validation against the H200 anchor (data/)
+    planner.py   the calibrated prediction of one step (memory, FLOPs, time)
+    anchor.py    the H200 anchor (data/): calibration of the two constants, validation of every other row
     figure.py    the planned memory-vs-depth figure with the anchor's measured points
     cli.py       `dct bench plan`
 

@@ -20,7 +20,7 @@ def planned_memory_figure(rows: list[dict], out: Path, title: str, protocol: str
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter
 
-    from bench.plan.planner import anchor_rows
+    from bench.plan.anchor import anchor_rows
 
     lines = [r for r in rows if r["origin"] == "axes" and r["precision"] in ("fp16", "fp16-noscale")]
     facets = list(dict.fromkeys((r["arch"], r["batch"]) for r in lines))

@@ -61,7 +61,7 @@ TRACE_VERSION = 2  # bump when what a trace measures changes: invalidates the di
 # predicted peak, for what the trace does not see on CUDA (cuDNN convolution workspaces of the 512-px
 # decode, allocator slack). It is the anchor's measured peak minus the uncalibrated prediction on ONE
 # row, MEMORY_CALIBRATION_ROW, divided by its images; every other anchor row validates it (README
-# "Planning a GPU run"). `python -m bench.plan.planner calibrate` recomputes it.
+# "Planning a GPU run"). `python -m bench.plan.anchor calibrate` recomputes it.
 MEMORY_CALIBRATION_ROW = ("sd15", 4, "both", 1)  # arch, batch, checkpointing, depth
 UNTRACED_BYTES_PER_IMAGE = 310_402_032  # 0.289 GiB
 # Time = the per-op roofline (bench/plan/trace.py) + a launch cost per kernel: at batch 1 a DCT step
@@ -586,106 +586,3 @@ def plan(config: dict, *, gpu: str = "h200", protocol: str = "dct", capacity: in
                 peak_bytes=peak, capacity_bytes=capacity if capacity is not None else int(GPUS[gpu].memory_gib * GIB),
                 flops=flops, kernels=kernels, roofline_seconds=roof, seconds=roof + kernels * LAUNCH_SECONDS,
                 trace_seconds=time.perf_counter() - started)
-
-
-# --- the H200 anchor: calibration and validation ------------------------------------------------------
-
-ANCHOR_CSV = Path(__file__).resolve().parent / "data" / "anchor-h200.csv"
-# The authors' run.py on the same H200 (anchor-h200.md): training peak, seconds per image
-REFERENCE_CODE = {"sd15": (9.01, 1.65), "sd21base": (10.56, 2.34)}
-
-
-def anchor_rows(path: Path = ANCHOR_CSV) -> list[dict]:
-    """Rows of the anchor CSV, or of any CSV in its layout (bench/gpu's fullsize-<GPU>.csv)."""
-    import csv
-
-    lines = [ln for ln in Path(path).read_text().splitlines() if ln and not ln.startswith("#")]
-    return list(csv.DictReader(lines))
-
-
-def anchor_config(row: dict) -> dict:
-    """The step cell config an anchor row measured (the anchor: DDIM, fp16 without loss scaling; a
-    bench/gpu CSV names its scheduler, precision and images per update)."""
-    return dict(arch=row["arch"], resolution=int(row["res"]), scheduler=row.get("scheduler") or "ddim",
-                steps=int(row["T"]), guidance=7.0, batch=int(row["batch"]), checkpointing=row["ckpt"],
-                depth=int(row["depth"]), classifier="vit-l16-random",
-                precision=row.get("precision") or ("fp16-noscale" if row["dtype"] == "float16" else "bf16"),
-                images_per_update=int(row.get("images_per_update") or row["batch"]))
-
-
-def reference_code_config(arch: str) -> dict:
-    return dict(preset="reference", arch=arch, classifier="vit-l16-random")
-
-
-def anchor_key(row: dict) -> tuple:
-    return (row["arch"], int(row["batch"]), row["ckpt"], int(row["depth"]))
-
-
-def validation(calibrated: bool = True, path: Path | None = None, gpu: str = "h200",
-               protocol: str = "anchor-h200") -> list[dict]:
-    """Every anchor row and the two reference-code rows, predicted and measured, with the error; rows
-    that calibrated a constant say so (`role`). With `path` (a bench/gpu CSV, measured with this
-    repository's rollout: protocol dct) its rows instead, and no reference-code rows."""
-    out = []
-    for row in anchor_rows(path or ANCHOR_CSV):
-        p = plan(anchor_config(row), gpu=gpu, protocol=protocol, calibrated=calibrated)
-        key = anchor_key(row)
-        role = "calibrates memory" if path is None and key == MEMORY_CALIBRATION_ROW else "validates"
-        if path is None and key == TIME_CALIBRATION_ROW:
-            role += ", calibrates time"
-        measured = float(row["peak_gib"]) if row["status"] == "ok" else None
-        sec = float(row["sec"]) if row["status"] == "ok" else None
-        out.append(dict(arch=row["arch"], batch=key[1], ckpt=key[2], depth=key[3], status=row["status"],
-                        measured_gib=measured, predicted_gib=p.peak_bytes / GIB, fits=p.fits,
-                        error=(p.peak_bytes / GIB / measured - 1) if measured else None, measured_s=sec,
-                        predicted_s=p.seconds, time_factor=(p.seconds / sec) if sec else None, role=role))
-    for arch, (gib, sec_per_image) in (REFERENCE_CODE.items() if path is None else ()):
-        p = plan(reference_code_config(arch), gpu="h200", protocol="reference-code", calibrated=calibrated)
-        out.append(dict(arch=arch, batch=1, ckpt="block", depth=2, status="reference-code", measured_gib=gib,
-                        predicted_gib=p.peak_bytes / GIB, fits=p.fits, error=p.peak_bytes / GIB / gib - 1,
-                        measured_s=sec_per_image * 5, predicted_s=p.seconds,
-                        time_factor=p.seconds / (sec_per_image * 5), role="validates"))
-    return out
-
-
-def calibrate() -> dict:
-    """The constants this module should hold: the untraced bytes per image from the memory calibration
-    row, the launch cost per kernel from the time calibration row."""
-    rows = {anchor_key(r): r for r in anchor_rows()}
-    row = rows[MEMORY_CALIBRATION_ROW]
-    p = plan(anchor_config(row), gpu="h200", protocol="anchor-h200", calibrated=False)
-    per_image = (int(round(float(row["peak_gib"]) * GIB)) - p.peak_bytes) // MEMORY_CALIBRATION_ROW[1]
-    row = rows[TIME_CALIBRATION_ROW]
-    p = plan(anchor_config(row), gpu="h200", protocol="anchor-h200")
-    launch = (float(row["sec"]) - p.roofline_seconds) / p.kernels
-    return {"UNTRACED_BYTES_PER_IMAGE": per_image, "LAUNCH_SECONDS": float(f"{launch:.3g}")}
-
-
-def validation_markdown(rows: list[dict]) -> str:
-    """The validation as a markdown table (results/plan/validation.md)."""
-    out = ["| arch | batch | ckpt | depth | measured GiB | predicted GiB | error | measured s | predicted s "
-           "| time x | role |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        meas = f"{r['measured_gib']:.2f}" if r["measured_gib"] is not None else r["status"]
-        err = f"{r['error'] * 100:+.1f}%" if r["error"] is not None else ("predicted OOM" if not r["fits"] else "-")
-        sec = f"{r['measured_s']:.2f}" if r["measured_s"] is not None else "-"
-        factor = f"{r['time_factor']:.2f}" if r["time_factor"] is not None else "-"
-        role = r["role"] + (" (authors' code, 5 images)" if r["status"] == "reference-code" else "")
-        out.append(f"| {r['arch']} | {r['batch']} | {r['ckpt']} | {r['depth']} | {meas} | {r['predicted_gib']:.2f} "
-                   f"| {err} | {sec} | {r['predicted_s']:.2f} | {factor} | {role} |")
-    return "\n".join(out)
-
-
-if __name__ == "__main__":
-    import sys
-
-    if sys.argv[1:] == ["calibrate"]:
-        print(json.dumps(calibrate(), indent=1))
-    elif sys.argv[1:2] == ["validate"] and len(sys.argv) <= 4:
-        # validate [CSV GPU]: a bench/gpu measurement (this repository's rollout) instead of the anchor
-        csv_path = Path(sys.argv[2]) if len(sys.argv) > 2 else None
-        gpu_name = sys.argv[3] if len(sys.argv) > 3 else "h200"
-        print(validation_markdown(validation(path=csv_path, gpu=gpu_name,
-                                             protocol="dct" if csv_path else "anchor-h200")))
-    else:
-        sys.exit("usage: python -m bench.plan.planner calibrate | validate [fullsize-<GPU>.csv GPU]")

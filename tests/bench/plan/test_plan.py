@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.plan import anchor as A
 from bench.plan import planner as P
 from bench.plan.trace import Tracer, fused_attention
 
@@ -121,14 +122,14 @@ def test_cpu_plan_of_the_tiny_world_matches_the_bytes_its_step_saves(depth):
 
 
 def _anchor(arch, batch, ckpt, depth):
-    return next(r for r in P.anchor_rows() if P.anchor_key(r) == (arch, batch, ckpt, depth))
+    return next(r for r in A.anchor_rows() if A.anchor_key(r) == (arch, batch, ckpt, depth))
 
 
 def test_anchor_sd15_both_depth_1_and_30():
     """The fast anchor check (one step trace): memory within 10% and time within 1.5x at both depths."""
     for depth in (1, 30):
         row = _anchor("sd15", 1, "both", depth)
-        p = P.plan(P.anchor_config(row), gpu="h200", protocol="anchor-h200")
+        p = P.plan(A.anchor_config(row), gpu="h200", protocol="anchor-h200")
         assert p.peak_bytes / P.GIB == pytest.approx(float(row["peak_gib"]), rel=0.10)
         assert 1 / 1.5 <= p.seconds / float(row["sec"]) <= 1.5
 
@@ -142,7 +143,7 @@ def test_anchor_validation():
     """Every anchor row but the calibration row within 10% (the OOM row predicted not to fit), the
     authors' code rows within 10%, the time within 1.5x at depth 1 and 30 for none and both (batch 1),
     and the calibration constants reproduce from their rows (about 1.5 minutes on 2 cores)."""
-    rows = P.validation()
+    rows = A.validation()
     for r in rows:
         key = (r["arch"], r["batch"], r["ckpt"], r["depth"])
         if r["status"] == "OOM":
@@ -153,7 +154,7 @@ def test_anchor_validation():
                 and key not in WARMUP_ROWS):
             assert 1 / 1.5 <= r["time_factor"] <= 1.5, r
     assert len([r for r in rows if r["status"] == "reference-code"]) == 2
-    constants = P.calibrate()
+    constants = A.calibrate()
     assert constants["UNTRACED_BYTES_PER_IMAGE"] == pytest.approx(P.UNTRACED_BYTES_PER_IMAGE, rel=0.01)
     assert constants["LAUNCH_SECONDS"] == pytest.approx(P.LAUNCH_SECONDS, rel=0.01)
 
