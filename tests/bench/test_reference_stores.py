@@ -25,7 +25,8 @@ def test_a_reference_store_resumes_with_nothing_recomputed(name, tmp_path):
     shutil.copytree(REPO / "results" / "reference" / name, store,
                     ignore=shutil.ignore_patterns("_cache", "artifacts", "figures"))
     spec = load_spec(REPO / "ablations" / f"{name}.toml", store=store)
-    missing = [c.label for h, c in spec.cells.items() if h not in done_hashes(store)]
+    done = done_hashes(store)
+    missing = [c.label for h, c in spec.cells.items() if h not in done]
     assert not missing, f"cells of ablations/{name}.toml that its reference store does not hold: {missing}"
     result = run_grid(spec, store=store, show_progress=False, console=Console(file=io.StringIO()))
     assert len(result.selected) == CURRENT[name]
