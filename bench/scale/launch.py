@@ -3,8 +3,14 @@ processes with submitit's LocalExecutor).
 
     dct worker --storage postgresql://dct@db-host/dct --study dct-search
     dct worker --storage postgresql://dct@db-host/dct --grid ablations/depth.toml
+    dct worker --storage journal:///shared/dct.log --grid ablations/depth.toml   # a shared file, no server
     dct launch --slurm --workers 8 --storage postgresql://dct@db-host/dct --study dct-search --partition gpu
+    dct launch --slurm --workers 8 --storage journal:///shared/dct.log --grid ablations/depth.toml
     dct launch --local --workers 2 --storage ... --grid ablations/depth.toml --wait
+
+Grids and studies share one engine: Optuna's storage (bench.search.storage: SQLite, a journal file, or
+PostgreSQL) and one worker loop (bench.search.worker); a grid is a study of enqueued cells
+(bench.scale.shared_grid).
 
 Passwords: a URL on a command line is visible to `ps` and lands in shell history; give the password as
 $DCT_DB_PASSWORD (or libpq's $PGPASSWORD / ~/.pgpass) and a URL without it. `dct launch` never puts a
@@ -12,7 +18,7 @@ password in what submitit writes (pickled job arguments, sbatch scripts, logs): 
 URL without the password and the password through the environment, which local jobs inherit and sbatch
 exports by default (--export=ALL). Printed URLs are redacted.
 
-`dct launch` prepares the study (created from --space, presets enqueued) or the grid's claim table before
+`dct launch` prepares the study (created from --space, presets enqueued) or the grid's enqueued cells before
 it submits, so that workers starting together never race to create them. Workers run in the folder
 `dct launch` was started from (results paths are relative to it): on a cluster, a shared file system.
 """
@@ -38,8 +44,9 @@ launch_app = typer.Typer(help="Start N workers through submitit: SLURM jobs (--s
                          add_completion=False)
 
 StorageOpt = Annotated[Optional[str], typer.Option(
-    "--storage", help="Database URL shared by the workers, e.g. postgresql://user@host/db (default $DCT_STORAGE); "
-                      "the password from $DCT_DB_PASSWORD, $PGPASSWORD or ~/.pgpass.", show_default=False)]
+    "--storage", help="Storage shared by the workers: postgresql://user@host/db, journal:///shared/file.log (a file "
+                      "on a shared file system, no server) or sqlite:///file.db (one machine); default $DCT_STORAGE. "
+                      "The password from $DCT_DB_PASSWORD, $PGPASSWORD or ~/.pgpass.", show_default=False)]
 StudyOpt = Annotated[Optional[str], typer.Option("--study", help="The Optuna study to work on.")]
 GridOpt = Annotated[Optional[Path], typer.Option("--grid", help="The grid spec (TOML) to work on.")]
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Grid: the store folder (default: the spec's).")]
@@ -60,10 +67,10 @@ def _target(study: str | None, grid: Path | None) -> tuple[str, str]:
 
 
 def _storage(url: str | None) -> str:
-    from bench.search.study import STORAGE_ENV, resolve_storage_url
+    from bench.search.storage import STORAGE_ENV, resolve_storage_url
 
     if not (url or os.environ.get(STORAGE_ENV)):
-        raise ConfigError(f"workers share a database: give --storage URL (or set ${STORAGE_ENV})")
+        raise ConfigError(f"workers share a storage: give --storage URL (or set ${STORAGE_ENV})")
     return resolve_storage_url(url)
 
 
@@ -80,11 +87,11 @@ def run_worker(kind: str, target: str, *, storage: str, store: str | None = None
                             timeout_per_trial=timeout, heartbeat=heartbeat, grace=grace, max_retry=max_retry,
                             figures=False, worker=True, console=console)
         return {"kind": kind, "target": target, "ran": result.ran, "interrupted_by": result.interrupted_by}
-    from bench.scale.distributed import run_grid_worker
+    from bench.scale.shared_grid import run_grid_worker
 
     result = run_grid_worker(target, storage=url, store=store, device=device, timeout_per_cell=timeout,
-                             lease=grace or 4 * heartbeat, heartbeat=heartbeat, max_attempts=max_retry + 1,
-                             retry_failed=retry_failed, console=console)
+                             heartbeat=heartbeat, grace=grace, max_retry=max_retry, retry_failed=retry_failed,
+                             console=console)
     return {"kind": kind, "target": target, "worker": result.worker, "ran": result.ran,
             "recovered": result.recovered, "lost": result.lost, "counts": result.counts,
             "interrupted_by": result.interrupted_by}
@@ -99,7 +106,7 @@ def worker_job(kind: str, target: str, storage: str, cwd: str, options: dict[str
 
 @contextmanager
 def _password_in_environment(password: str | None) -> Iterator[None]:
-    from bench.search.study import PASSWORD_ENV
+    from bench.search.storage import PASSWORD_ENV
 
     if password is None:
         yield
@@ -118,28 +125,27 @@ def _password_in_environment(password: str | None) -> Iterator[None]:
 def prepare(kind: str, target: str, url: str, *, space: str | None = None, trials: int | None = None,
             store: str | None = None, results: str = "results", retry_failed: bool = False,
             console: Console | None = None) -> str:
-    """Create the study (from `space`) or fill the grid's claim table before workers start. Returns a line
+    """Create the study (from `space`) or enqueue the grid's cells before workers start. Returns a line
     describing the state."""
     console = console or Console(stderr=True)
     if kind == "study":
-        from bench.search.study import budget, finished_trials, make_storage, open_study
+        from bench.search.storage import make_storage
+        from bench.search.study import budget, finished_trials, open_study
 
         study, sp = open_study(make_storage(url), study_name=target, space_path=space, trials=trials, create=True,
                                console=console)
         return (f"study {target}: {len(finished_trials(study.get_trials(deepcopy=False)))} of {budget(study)} "
                 f"trial(s) finished")
     from bench import store as S
-    from bench.scale.distributed import GridBoard
+    from bench.scale.shared_grid import counts, grid_study, register
+    from bench.search.storage import make_storage
     from bench.spec import load_spec
 
     spec = load_spec(target, store=store)
-    board = GridBoard(url, spec.name)
-    try:
-        board.register(list(spec.cells.values()), S.done_hashes(spec.store) if spec.store.exists() else set(),
-                       retry_failed=retry_failed)
-        return f"grid {spec.name}: {board.counts(list(spec.cells))}"
-    finally:
-        board.close()
+    study = grid_study(make_storage(url), spec.name)
+    register(study, list(spec.cells.values()), S.done_hashes(spec.store) if spec.store.exists() else set(),
+             retry_failed=retry_failed)
+    return f"grid {spec.name}: {counts(study, set(spec.cells))}"
 
 
 def launch_workers(n: int, kind: str, target: str, *, storage: str, executor: str, folder: str | Path,
@@ -148,7 +154,7 @@ def launch_workers(n: int, kind: str, target: str, *, storage: str, executor: st
     """Submit `n` worker jobs (one submitit job array); returns the jobs."""
     import submitit
 
-    from bench.search.study import without_password
+    from bench.search.storage import without_password
 
     console = console or Console(stderr=True)
     if n < 1:

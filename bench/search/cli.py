@@ -1,4 +1,4 @@
-"""`dct search`: the Typer app of bench.search.study (mounted by the root cli.py as `search`).
+"""`dct search`: the Typer app of bench.search (study.py, show.py) (mounted by the root cli.py as `search`).
 
     dct search [--space ablations/search.toml] [--trials N] [--storage URL] [--study NAME]
     dct search best [--study NAME] [--out FILE] [--trial N]
@@ -28,7 +28,7 @@ SpaceOpt = Annotated[Optional[Path], typer.Option("--space", help="Search space 
                                                   "an existing study keeps the space it was created with).")]
 StudyOpt = Annotated[Optional[str], typer.Option("--study", help="Study name (default: the space's study name).")]
 StorageOpt = Annotated[Optional[str], typer.Option(
-    "--storage", help="Optuna storage URL, e.g. postgresql://user@host/db (default $DCT_STORAGE, else SQLite "
+    "--storage", help="Optuna storage URL: postgresql://user@host/db, journal:///shared/file.log (default $DCT_STORAGE, else SQLite "
                       "in results/search/<study>/study.db). Prefer $DCT_DB_PASSWORD or ~/.pgpass to a "
                       "password in the URL.", show_default=False)]
 ResultsOpt = Annotated[Path, typer.Option("--results", help="Results root; the study's store is <results>/search/<study>.")]
@@ -52,7 +52,8 @@ def _study_name(study: str | None, space: Path | None) -> str:
 
 
 def _open(study: str | None, storage: str | None, results: Path, space: Path | None = None):
-    from bench.search.study import make_storage, open_study, resolve_storage_url
+    from bench.search.storage import make_storage, resolve_storage_url
+    from bench.search.study import open_study
 
     name = _study_name(study, space)
     db = make_storage(resolve_storage_url(storage, name, results, create=False))
@@ -99,7 +100,8 @@ def search(
 
 
 def _print_summary(console: Console, result) -> None:
-    from bench.search.study import budget, finished_trials, trials_table
+    from bench.search.show import trials_table
+    from bench.search.study import budget, finished_trials
 
     console.print(trials_table(result.study, result.space, limit=10))
     done = len(finished_trials(result.study.get_trials(deepcopy=False)))
@@ -118,7 +120,8 @@ def best_command(
     space: SpaceOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Export the best trial's configuration as a preset file for `dct train --preset FILE`."""
-    from bench.search.study import export_best, study_store
+    from bench.search.show import export_best
+    from bench.search.storage import study_store
 
     console = Console(stderr=True)
     try:
@@ -141,7 +144,8 @@ def show_command(study: StudyOpt = None, storage: StorageOpt = None, results: Re
                  limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many rows.")] = None,
                  as_json: JsonOpt = False) -> None:
     """The study's complete trials, best first (Pareto trials marked)."""
-    from bench.search.study import budget, finished_trials, trials_table
+    from bench.search.show import trials_table
+    from bench.search.study import budget, finished_trials
 
     console = Console()
     try:
@@ -159,7 +163,8 @@ def show_command(study: StudyOpt = None, storage: StorageOpt = None, results: Re
 def plots_command(study: StudyOpt = None, storage: StorageOpt = None, results: ResultsOpt = Path("results"),
                   space: SpaceOpt = None) -> None:
     """(Re)draw the study's figures into <results>/search/<study>/figures/."""
-    from bench.search.study import FIGURES_DIR, save_figures, study_store
+    from bench.search.show import FIGURES_DIR, save_figures
+    from bench.search.storage import study_store
 
     console = Console(stderr=True)
     try:

@@ -26,10 +26,11 @@ already has an ok row in the store is not run again: its values are read from th
 
 Heartbeats and retries: the storage records a heartbeat of every running trial (heartbeat_interval); a
 trial whose heartbeat is older than grace_period (its worker was killed, or its machine lost) is failed
-by the next worker that starts a trial or waits for one, and RetryHeartbeatStaleTrialCallback enqueues a
-copy with the same parameters, which runs before any new trial. A trial stopped by Ctrl-C or SIGTERM is
-re-queued the same way. The budget (`trials`) counts finished trials (complete, pruned, failed) except
-failed ones that were retried; with several workers it can overshoot by up to one trial per worker.
+by the next worker that starts a trial or waits for one, and Retry (bench.search.storage) enqueues a copy
+with the same parameters, which runs before any new trial. A trial stopped by Ctrl-C or SIGTERM is handed
+back: re-queued the same way, not counted as a retry. The loop is bench.search.worker's, shared with
+grids. The budget (`trials`) counts finished trials (complete, pruned, failed) except failed ones that
+were retried; with several workers it can overshoot by up to one trial per worker.
 """
 
 from __future__ import annotations
@@ -37,20 +38,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import statistics
-import threading
-import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
-from dct.config import FIELDS, config_hash
+from dct.config import config_hash
 from dct.errors import ConfigError, DCTError
 
 from bench import columns as C
@@ -58,14 +54,11 @@ from bench import store as S
 from dct.device import resolve_device
 from bench.provenance import now_iso, provenance, redact
 from bench.search.space import SearchSpace, load_space, parse_space
+from bench.search.storage import make_storage, resolve_storage_url, study_store
+from bench.search.worker import work
 from bench.spec import Cell, Spec, _fmt
 
 DEFAULT_SPACE = Path("ablations/search.toml")
-SEARCH_DIR = "search"  # results/search/<study>/
-STUDY_DB = "study.db"
-FIGURES_DIR = "figures"
-STORAGE_ENV = "DCT_STORAGE"  # default --storage, so that a URL need not be typed on a command line
-PASSWORD_ENV = "DCT_DB_PASSWORD"  # a password for a storage URL given without one (dct launch uses it)
 
 STATUS_PRUNED = "pruned"  # a store status of search rows only: Optuna stopped the trial early
 STUDY_COL = "search_study"
@@ -89,89 +82,6 @@ ATTR_REUSED = "reused_attempt"
 class TrialFailed(DCTError):
     """A trial's cell ended in error/oom/killed/timeout, or its settings cannot be built: the trial is FAIL
     and the study goes on."""
-
-
-# --- storage -----------------------------------------------------------------------------------------------
-
-
-def study_store(study_name: str, results: str | Path = "results") -> Path:
-    return Path(results) / SEARCH_DIR / study_name
-
-
-def default_storage(study_name: str, results: str | Path = "results", *, create: bool = True) -> str:
-    path = (study_store(study_name, results) / STUDY_DB).resolve()
-    if not create and not path.is_file():
-        raise ConfigError(f"no study {study_name!r}: {path} does not exist (give --storage for a study kept "
-                          "elsewhere, or --results for another results folder)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
-
-
-def resolve_storage_url(url: str | None, study_name: str | None = None, results: str | Path = "results",
-                        *, create: bool = True) -> str:
-    """--storage, else $DCT_STORAGE, else SQLite in the study's folder; a password missing from the URL is
-    taken from $DCT_DB_PASSWORD (libpq's $PGPASSWORD and ~/.pgpass work as well)."""
-    url = url or os.environ.get(STORAGE_ENV)
-    if not url:
-        if study_name is None:
-            raise ConfigError("no --storage given (nor $DCT_STORAGE) and no study name for the default SQLite file")
-        return default_storage(study_name, results, create=create)
-    if "://" not in url or url.startswith("sqlite"):
-        return url
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError(f"--storage {redact(url)!r} is not a database URL: use e.g. postgresql://user@host/db "
-                          "or sqlite:///path/study.db") from None
-    password = os.environ.get(PASSWORD_ENV)
-    if password and parsed.password is None:
-        return parsed.set(password=password).render_as_string(hide_password=False)
-    return url
-
-
-def engine_url(url: str) -> str:
-    """The URL SQLAlchemy connects with: a bare postgresql:// names psycopg 3, the driver dct installs
-    (SQLAlchemy 2 maps it to psycopg2). Messages keep showing the URL as the user gave it."""
-    if not url.startswith(("postgresql://", "postgres://")):
-        return url
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-
-
-def without_password(url: str) -> tuple[str, str | None]:
-    """(the URL without its password, the password): what dct launch passes to jobs, and what it keeps out
-    of the files submitit writes."""
-    if url.startswith("sqlite") or "://" not in url:
-        return url, None
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.password is None:
-        return url, None
-    # URL.set(password=None) keeps the password ("unchanged"): replace the field itself
-    return parsed._replace(password=None).render_as_string(hide_password=False), str(parsed.password)
-
-
-def make_storage(url: str, *, heartbeat: int = 30, grace: int | None = None, max_retry: int = 3):
-    """An Optuna RDBStorage with heartbeats and the retry of stale trials (see the module docstring)."""
-    import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-    from sqlalchemy.exc import SQLAlchemyError
-
-    engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(engine_url(url), engine_kwargs=engine, heartbeat_interval=heartbeat,
-                              grace_period=grace or 4 * heartbeat,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry))
-    except (SQLAlchemyError, ImportError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DCTError(f"cannot open storage {redact(url)}: {redact(first)}") from None
 
 
 # --- the study ---------------------------------------------------------------------------------------------
@@ -495,78 +405,48 @@ class SearchResult:
     figures: dict[str, str] = field(default_factory=dict)
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    # SLURM preempts with SIGTERM: treat it as Ctrl-C so that the running trial is re-queued, not lost.
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _Search:
+    """The search's job for the worker loop (bench.search.worker): trials up to the budget, each claimed
+    or sampled by study.optimize and run by the TrialRunner."""
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+    def __init__(self, study, space: SearchSpace, runner: TrialRunner, console: Console, result: SearchResult):
+        self.study, self.space, self.runner, self.console, self.result = study, space, runner, console, result
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    @property
+    def current(self) -> int | None:  # set by the runner when optuna hands it a trial
+        return self.runner.current
 
+    @current.setter
+    def current(self, number: int | None) -> None:
+        self.runner.current = number
 
-def _requeue(study, number: int | None, max_retry: int = 3) -> None:
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-    from optuna.trial import TrialState
+    def wants(self, trials) -> bool:
+        # enqueued trials (presets, retries) wait their turn within the budget: `--trials 1` runs one
+        # trial even when the space enqueues two presets
+        from optuna.trial import TrialState
 
-    if number is None:
-        return
-    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
-    if trial is not None and trial.state in (TrialState.FAIL, TrialState.RUNNING):
-        if trial.state == TrialState.RUNNING:
-            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-            trial = study._storage.get_trial(trial._trial_id)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, trial)
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        return len(finished_trials(trials)) + len(running) < (budget(self.study) or self.space.trials)
+
+    def run_one(self) -> None:
+        self.study.optimize(self.runner, n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
+        _report_trial(self.console, self.study, self.current, self.space, self.result)
 
 
 def run_trials(study, space: SearchSpace, runner: TrialRunner, *, wait_for_others: bool, poll: float = 5.0,
                console: Console | None = None, result: SearchResult | None = None) -> SearchResult:
     """Run trials until the study's budget is reached; with wait_for_others, stay while other workers'
     trials run (one of them may die and be retried here)."""
-    import optuna
-    from optuna.trial import TrialState
-
     console = console or Console(stderr=True)
     result = result or SearchResult(study=study, space=space, store=runner.store)
-    target = budget(study) or space.trials
-    try:
-        with _sigterm_as_interrupt():
-            while True:
-                trials = study.get_trials(deepcopy=False)
-                running = [t for t in trials if t.state == TrialState.RUNNING]
-                done = finished_trials(trials)
-                # enqueued trials (presets, retries) wait their turn within the budget: `--trials 1` runs
-                # one trial even when the space enqueues two presets
-                if len(done) + len(running) < target:
-                    runner.current = None
-                    study.optimize(runner, n_trials=1, catch=(TrialFailed,), gc_after_trial=False)
-                    _report_trial(console, study, runner.current, space, result)
-                    continue
-                if running and wait_for_others:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                        optuna.storages.fail_stale_trials(study)
-                    time.sleep(poll)
-                    continue
-                break
-    except KeyboardInterrupt as e:
-        _requeue(study, runner.current)
-        result.interrupted_by = signal.SIGTERM if str(e) == "SIGTERM" else signal.SIGINT
-        console.print(f"[yellow]stopped by {signal.Signals(result.interrupted_by).name}[/]: trial "
-                      f"{runner.current} re-queued; run the same command again to resume")
+    result.interrupted_by = work(study, _Search(study, space, runner, console, result),
+                                 wait_for_others=wait_for_others, poll=poll, console=console)
     return result
 
 
 def _report_trial(console: Console, study, number: int | None, space: SearchSpace, result: SearchResult) -> None:
+    from bench.search.show import short
+
     if number is None:
         return
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
@@ -577,7 +457,7 @@ def _report_trial(console: Console, study, number: int | None, space: SearchSpac
     style = {"complete": "green", "pruned": "yellow"}.get(state, "red")
     values = ""
     if trial.state.name == "COMPLETE":
-        values = " " + " ".join(f"{o.name}={_short(v)}" for o, v in zip(space.objectives, trial.values))
+        values = " " + " ".join(f"{o.name}={short(v)}" for o, v in zip(space.objectives, trial.values))
     elif trial.state.name == "PRUNED" and trial.intermediate_values:
         values = f" at step {max(trial.intermediate_values)}"
     preset = trial.user_attrs.get(ATTR_PRESET)
@@ -587,12 +467,6 @@ def _report_trial(console: Console, study, number: int | None, space: SearchSpac
                   highlight=False)
     if state == "fail" and trial.user_attrs.get("error"):
         console.print(f"    {trial.user_attrs['error']}", markup=False, highlight=False)
-
-
-def _short(value: float) -> str:
-    if isinstance(value, float) and math.isfinite(value):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def run_search(space_path: str | Path | None = None, *, study_name: str | None = None, storage: str | None = None,
@@ -626,161 +500,8 @@ def run_search(space_path: str | Path | None = None, *, study_name: str | None =
     runner = TrialRunner(space, study_name, store, resolved, timeout, console)
     result = run_trials(study, space, runner, wait_for_others=worker, poll=max(1.0, heartbeat / 2), console=console)
     if figures and not worker and result.interrupted_by is None:
+        from bench.search.show import FIGURES_DIR, save_figures
+
         result.figures = save_figures(study, space, store / FIGURES_DIR)
     return result
 
-
-# --- reading a study ---------------------------------------------------------------------------------------
-
-
-def trials_table(study, space: SearchSpace, limit: int | None = None) -> Table:
-    """Finished trials, best first (by the first objective)."""
-    from optuna.trial import TrialState
-
-    trials = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    sign = -1 if space.objectives[0].direction == "maximize" else 1
-    trials.sort(key=lambda t: sign * t.values[0] if math.isfinite(t.values[0]) else math.inf)
-    pareto = {t.number for t in study.best_trials} if trials else set()
-    table = Table(title=f"{study.study_name}: {len(trials)} complete trial(s)")
-    for col in ("trial", *[o.name for o in space.objectives], "pareto" if space.multi_objective else "best",
-                "preset", "parameters"):
-        table.add_column(col)
-    for t in trials[:limit]:
-        table.add_row(str(t.number), *[_short(v) for v in t.values], "*" if t.number in pareto else "",
-                      t.user_attrs.get(ATTR_PRESET) or "", " ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()))
-    return table
-
-
-def best_trial(study, space: SearchSpace, number: int | None = None):
-    """Trial `number`, or the best: for several objectives, the Pareto trial best in the first objective."""
-    from optuna.trial import TrialState
-
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    if number is not None:
-        hit = [t for t in complete if t.number == number]
-        if not hit:
-            raise ConfigError(f"trial {number} of study {study.study_name!r} is not complete; complete trials: "
-                              f"{[t.number for t in complete]}")
-        return hit[0]
-    if not complete:
-        raise ConfigError(f"study {study.study_name!r} has no complete trial yet")
-    candidates = study.best_trials if space.multi_objective else [study.best_trial]
-    sign = [(-1 if o.direction == "maximize" else 1) for o in space.objectives]
-    return min(candidates, key=lambda t: [s * v for s, v in zip(sign, t.values)])
-
-
-def export_best(study, space: SearchSpace, out: str | Path, *, number: int | None = None) -> Path:
-    """Write the best trial's training configuration as a preset file ([train] table) that
-    `dct train --preset FILE` and a grid's `preset = "FILE"` accept; evaluation settings and where the
-    values came from go in [eval] and [search], which load_preset ignores."""
-    trial = best_trial(study, space, number)
-    config = trial.user_attrs.get(ATTR_CONFIG)
-    if config is None:
-        raise ConfigError(f"trial {trial.number} has no recorded config (was it run by `dct search`?)")
-    if space.is_dct:
-        train = {k: v for k, v in config.items() if k in FIELDS and k != "preset" and v is not None}
-        evaluation = {k: v for k, v in config.items() if k not in FIELDS and v is not None}
-    else:  # another cell kind: its settings as they are, for a grid's [fixed] or [[include]]
-        train, evaluation = {}, {k: v for k, v in config.items() if v is not None}
-    meta = {"study": study.study_name, "trial": trial.number, "preset_base": config.get("preset"),
-            "config_hash": trial.user_attrs.get(ATTR_CONFIG_HASH),
-            "attempt_id": trial.user_attrs.get(ATTR_REUSED) or trial.user_attrs.get(ATTR_ATTEMPT),
-            **{o.name: v for o, v in zip(space.objectives, trial.values)},
-            "objectives": [f"{o.name} ({o.direction})" for o in space.objectives]}
-    lines = [f"# Best trial of study {study.study_name!r}: trial {trial.number}."]
-    if space.is_dct:
-        lines += [f"# Train with:  dct train --class <c> --preset {Path(out).as_posix()}",
-                  "", "[train]", *_toml_items(train), ""]
-    if evaluation:
-        head = "[eval]  # the study's evaluation settings (not read by load_preset)" if space.is_dct else \
-            f"[config]  # the settings of the {space.cell} cell"
-        lines += ["", head, *_toml_items(evaluation), ""]
-    lines += ["[search]", *_toml_items({k: v for k, v in meta.items() if v is not None})]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(redact("\n".join(lines) + "\n"))
-    return out
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else ("inf" if value > 0 else "-inf"))
-    if isinstance(value, str):
-        return json.dumps(value)  # a TOML basic string: JSON's escapes are TOML's
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _toml_items(values: dict) -> list[str]:
-    import re
-
-    def key(k: str) -> str:
-        return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
-
-    return [f"{key(k)} = {_toml_value(v)}" for k, v in values.items()]
-
-
-def save_figures(study, space: SearchSpace, folder: str | Path) -> dict[str, str]:
-    """Optuna's matplotlib plots as PNG: history, parameter importances, Pareto front (several objectives),
-    intermediate values (pruned studies). Returns {figure: path or why it was not drawn}. Trials with a
-    non-finite value (e.g. images when no class reached the threshold) are left out of the plots."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import optuna
-    from optuna.visualization import matplotlib as ov
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    finite = _finite_copy(study, space)
-    names = [o.name for o in space.objectives]
-    out: dict[str, str] = {}
-
-    def draw(name: str, plot) -> None:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ax = plot()
-            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
-            path = folder / f"{name}.png"
-            fig.savefig(path, dpi=110, bbox_inches="tight")
-            plt.close(fig)
-            out[name] = str(path)
-        except Exception as e:  # noqa: BLE001 - a figure that cannot be drawn is reported, not fatal
-            plt.close("all")
-            out[name] = f"not drawn: {type(e).__name__}: {redact(str(e))[:200]}"
-
-    n_complete = len(finite.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-    if n_complete == 0:
-        return {"all": "not drawn: no complete trial with finite values"}
-    for i, name in enumerate(names):
-        suffix = f"-{name}" if space.multi_objective else ""
-        target = (lambda t, i=i: t.values[i]) if space.multi_objective else None
-        draw(f"history{suffix}", lambda: ov.plot_optimization_history(finite, target=target, target_name=name))
-        if n_complete >= 2:
-            draw(f"importances{suffix}", lambda: ov.plot_param_importances(finite, target=target, target_name=name))
-        else:
-            out[f"importances{suffix}"] = "not drawn: needs at least 2 complete trials"
-    if space.multi_objective:
-        draw("pareto", lambda: ov.plot_pareto_front(finite, target_names=names))
-    if any(t.intermediate_values for t in finite.get_trials(deepcopy=False)):
-        draw("intermediate", lambda: ov.plot_intermediate_values(finite))
-    return out
-
-
-def _finite_copy(study, space: SearchSpace):
-    """An in-memory copy of the study without trials whose values are not all finite."""
-    import optuna
-    from optuna.trial import TrialState
-
-    copy = optuna.create_study(directions=space.directions, study_name=study.study_name)
-    keep = [t for t in study.get_trials(deepcopy=True, states=(TrialState.COMPLETE, TrialState.PRUNED))
-            if t.state == TrialState.PRUNED or all(math.isfinite(v) for v in t.values)]
-    copy.add_trials(keep)
-    return copy

@@ -1,5 +1,5 @@
-"""Fixtures and helpers of the search and scale tests: the tiny_mlp cell kind, storage URLs (SQLite always,
-PostgreSQL when a server is there), and workers started as separate processes.
+"""Fixtures and helpers of the search and scale tests: the tiny_mlp cell kind, storage URLs (SQLite and a
+journal file always, PostgreSQL when a server is there), and workers started as separate processes.
 
 PostgreSQL: $DCT_TEST_PG_URL (set by .ci/run through .ci/postgres.sh), else a server this session starts
 itself with .ci/postgres.sh when PostgreSQL is installed and it may run it (root or the postgres user's
@@ -53,10 +53,14 @@ def pg_url(tmp_path_factory):
         subprocess.run(["bash", str(REPO / ".ci" / "postgres.sh"), "stop", started], capture_output=True, timeout=60)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "journal", "postgresql"])
 def storage_url(request, tmp_path):
+    """The three storages workers share: SQLite (one machine), a journal file (a shared file system, no
+    server) and PostgreSQL (many machines)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'shared.db'}"
+    if request.param == "journal":
+        return f"journal://{tmp_path / 'shared.log'}"
     return request.getfixturevalue("pg_url")
 
 

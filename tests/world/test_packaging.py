@@ -16,7 +16,7 @@ def _requirements() -> dict[str, Requirement]:
 
 def test_declared_dependencies_match_imports():
     reqs = _requirements()
-    assert "sqlalchemy" in reqs  # dct.redact, bench.scale.distributed and optuna storages import it
+    assert "sqlalchemy" in reqs  # dct.redact, bench.search.storage and optuna storages import it
     assert "open-clip-torch" not in reqs  # its one file (the CLIP vocabulary) ships with dct
     # the committed world's tokenizer (tokenizer.json alone) needs transformers 5
     assert not reqs["transformers"].specifier.contains("4.99")

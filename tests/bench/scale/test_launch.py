@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from bench import columns as C
 from bench import store as S
-from bench.scale.distributed import GridBoard
 from bench.scale.launch import launch_app, worker_app
-from bench.search.study import study_store
+from bench.scale.shared_grid import counts, grid_study
+from bench.search.storage import make_storage, study_store
 from bench.search.cli import search_app
 from bench.spec import load_spec
 
@@ -99,9 +99,7 @@ def test_the_database_password_is_never_written(pg_url, in_tmp, mlp_space, uniqu
     worker = start_worker(["--storage", pg_url, "--grid", str(spec), "--device", "cpu", "--heartbeat", "2"],
                           in_tmp, in_tmp / "grid-worker.log")
     assert worker.wait(timeout=300) == 0, (in_tmp / "grid-worker.log").read_text()[-3000:]
-    board = GridBoard(pg_url, unique)
-    assert board.counts() == {"done": 3}
-    board.close()
+    assert counts(grid_study(make_storage(pg_url), unique), set(load_spec(spec).cells)) == {"done": 3}
     # a wrong password: a clear error, and the URL in it redacted
     wrong = make_url(pg_url).set(password="not-the-pw-4711").render_as_string(hide_password=False)
     out = runner.invoke(worker_app, ["--storage", wrong, "--grid", str(spec)])
@@ -118,3 +116,65 @@ def test_the_database_password_is_never_written(pg_url, in_tmp, mlp_space, uniqu
         data = path.read_bytes()
         assert password.encode() not in data, path
         assert b"data-pw-123" not in data or path.name == "grid.toml", path  # a cell's own URL is redacted too
+
+
+FAKE_SBATCH = r"""#!/bin/bash
+# A fake sbatch: every task of the job array runs in the background on this machine, with the variables
+# SLURM sets on a node; prints what sbatch prints.
+script="$1"
+last=$(grep -o -- '--array=0-[0-9]*' "$script" | sed 's/.*-//')
+for i in $(seq 0 "${last:-0}"); do
+  SLURM_JOB_ID=$((4243 + i)) SLURM_ARRAY_JOB_ID=4242 SLURM_ARRAY_TASK_ID=$i SLURM_NTASKS=1 SLURM_JOB_NUM_NODES=1 \
+    SLURM_NODEID=0 SLURM_PROCID=0 SLURM_LOCALID=0 SLURM_JOB_NODELIST=localhost \
+    setsid bash "$script" > "$FAKE_SLURM_DIR/task$i.log" 2>&1 &
+  echo $! >> "$FAKE_SLURM_DIR/pids"
+done
+echo "Submitted batch job 4242"
+"""
+
+FAKE_SRUN = r"""#!/bin/bash
+# A fake srun: drops srun's own options and runs the command
+while [[ "$1" == --* ]]; do
+  case "$1" in --output|--error) shift 2 ;; *) shift ;; esac
+done
+exec "$@"
+"""
+
+
+def test_launch_slurm_workers_on_a_journal_file(in_tmp, unique, monkeypatch):
+    """`dct launch --slurm` with a journal file as the storage (no database server), through fake
+    sbatch/srun scripts: the jobs are submitit's own, and together they run every cell once."""
+    import os
+    import pickle
+    import time
+
+    from tests.bench.workers import dead, wait_for
+
+    bin_dir = in_tmp / "bin"
+    bin_dir.mkdir()
+    for name, text in (("sbatch", FAKE_SBATCH), ("srun", FAKE_SRUN)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(in_tmp))
+    spec = grid(in_tmp, unique)
+    journal = f"journal://{in_tmp / 'shared' / 'dct.log'}"
+    out = CliRunner().invoke(launch_app, ["--slurm", "--workers", "2", "--storage", journal, "--grid", str(spec),
+                                          "--device", "cpu", "--heartbeat", "2", "--folder", "launch",
+                                          "--partition", "gpu"])
+    assert out.exit_code == 0, out.output
+    assert "submitted 2 grid worker(s) (slurm)" in out.output and "4242_0, 4242_1" in out.output
+    script = next((in_tmp / "launch").rglob("*.sh")).read_text()
+    assert "#SBATCH --partition=gpu" in script and "#SBATCH --array=0-1" in script
+
+    pids = [int(p) for p in (in_tmp / "pids").read_text().split()]
+    deadline = time.monotonic() + 300
+    for pid in pids:
+        wait_for(lambda: dead(pid), max(1.0, deadline - time.monotonic()), f"fake SLURM task {pid}")
+    logs = "\n".join(p.read_text()[-2000:] for p in in_tmp.glob("task*.log"))
+    rows = S.load_cells(in_tmp / "store", all_rows=True)
+    assert sorted(rows[C.CONFIG_HASH]) == sorted(load_spec(spec).cells), logs  # every cell, once
+    assert (rows[C.STATUS] == C.STATUS_OK).all()
+    results = [pickle.loads(p.read_bytes()) for p in (in_tmp / "launch").rglob("*_result.pkl")]
+    assert [r[0] for r in results] == ["success", "success"], logs
+    assert sum(len(r[1]["ran"]) for r in results) == 3

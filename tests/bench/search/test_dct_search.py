@@ -11,7 +11,9 @@ from typer.testing import CliRunner
 
 from bench import columns as C
 from bench import store as S
-from bench.search.study import ATTR_CONFIG, ATTR_PRESET, export_best, run_search, study_store
+from bench.search.show import export_best
+from bench.search.storage import study_store
+from bench.search.study import ATTR_CONFIG, ATTR_PRESET, run_search
 
 pytestmark = pytest.mark.slow
 

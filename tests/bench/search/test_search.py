@@ -11,8 +11,10 @@ from typer.testing import CliRunner
 
 from bench import columns as C
 from bench import store as S
+from bench.search.show import export_best
+from bench.search.storage import make_storage, study_store
 from bench.search.study import (ATTR_REUSED, STATUS_PRUNED, STUDY_COL, TRIAL_COL, IntermediateReporter,
-                          TrialRunner, export_best, make_storage, open_study, run_search, run_trials, study_store)
+                                TrialRunner, open_study, run_search, run_trials)
 from bench.search.cli import search_app
 from bench.search.space import parse_space
 from dct.errors import ConfigError
@@ -195,7 +197,7 @@ def test_multi_objective_study_draws_its_pareto_front(mlp_space, tmp_path, quiet
 
 def test_trials_budget_holds_with_enqueued_trials(mlp_space, tmp_path, monkeypatch, unique):
     """`dct search --trials 1` runs one trial, even with two trials enqueued (as a dct space's presets are)."""
-    from bench.search.study import make_storage, open_study, resolve_storage_url
+    from bench.search.storage import resolve_storage_url
 
     monkeypatch.chdir(tmp_path)
     space = mlp_space(unique, trials=5)
