@@ -21,6 +21,8 @@ Guarantees, and what keeps each:
   killed ("given up"), so that the store says what happened to it.
 - A cell whose row was written before its worker died is not run again: a retried trial carries the
   dead attempt's attempt_id, and a row of that attempt in the store finishes the retry without running.
+- A cell with an ok row in the store (say from a local `dct bench` run) is not enqueued, or, when it was
+  enqueued before, finished without running.
 - A worker that lost its claim (paused past the grace period: another worker failed its trial) kills its
   cell and writes nothing (bench.search.worker.ClaimWatch).
 - A worker stopped by Ctrl-C or SIGTERM kills its cell and hands the trial back, not counted as a retry.
@@ -77,6 +79,11 @@ def register(study, cells: list[Cell], done: set[str] = frozenset(), *, retry_fa
     """Enqueue one trial per cell that has none yet and no ok row in the store (`done`); failed cells
     only with retry_failed. Returns how many were enqueued."""
     trials = study.get_trials(deepcopy=False)
+    for h in {t.user_attrs.get(ATTR_HASH) for t in trials if t.state.name == "WAITING"} & set(done):
+        # ok in the store since it was enqueued (by a local `dct bench` run): done, not run again
+        while (taken := claim(study, {h})) is not None:
+            study._storage.set_trial_user_attr(taken._trial_id, ATTR_RECOVERED, "store")
+            _finish(study, taken, C.STATUS_OK)
     live = _live(trials)
     failed = {t.user_attrs.get(ATTR_HASH) for t in trials if t.state.name == "FAIL"}
     added = 0

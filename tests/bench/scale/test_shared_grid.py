@@ -203,8 +203,30 @@ def _one_cell_stale(study, h: str, grace: float):
     return trial
 
 
-def test_a_row_written_before_the_worker_died_is_not_run_again(storage_url, tmp_path, unique, quiet):
+def _write_ok_row(spec, cell, attempt_id: str) -> None:
     from bench.grid import _row
+
+    outcome = {C.STATUS: C.STATUS_OK, C.ERROR: None, C.TRACEBACK: None, "metrics": {"final_loss": 0.5}, "curves": [],
+               "measured": {}}
+    S.write_attempt(spec.store, _row(spec, cell, run_id="r", attempt_id=attempt_id, store=spec.store, started="s",
+                                     finished="f", result=outcome, prov={}), [])
+
+
+def test_a_cell_done_in_the_store_after_it_was_enqueued_is_not_run(tmp_path, unique, quiet):
+    from bench.scale.shared_grid import register, run_grid_worker
+
+    spec_path = write_grid(tmp_path, unique, [1, 2], sleep=0.0)
+    spec = load_spec(spec_path)
+    first, second = spec.cells.values()
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    register(grid_study(make_storage(url), unique), list(spec.cells.values()))  # as dct launch does
+    _write_ok_row(spec, first, "local0001")  # then a local `dct bench` run did the first cell
+    result = run_grid_worker(spec_path, storage=url, device="cpu", heartbeat=1, grace=2, console=quiet)
+    assert result.ran == [(second.config_hash, C.STATUS_OK)] and result.counts == {"done": 2}
+    assert len(S.load_cells(spec.store, all_rows=True)) == 2
+
+
+def test_a_row_written_before_the_worker_died_is_not_run_again(storage_url, tmp_path, unique, quiet):
     from bench.scale.shared_grid import register, run_grid_worker
 
     spec_path = write_grid(tmp_path, unique, [1, 2], sleep=0.0)
@@ -214,11 +236,7 @@ def test_a_row_written_before_the_worker_died_is_not_run_again(storage_url, tmp_
     register(study, list(spec.cells.values()))
     trial = _one_cell_stale(study, first.config_hash, grace=0)
     study._storage.set_trial_user_attr(trial._trial_id, ATTR_ATTEMPT, "deadbeef01")
-    outcome = {C.STATUS: C.STATUS_OK, C.ERROR: None, C.TRACEBACK: None, "metrics": {"final_loss": 0.5}, "curves": [],
-               "measured": {}}
-    row = _row(spec, first, run_id="r", attempt_id="deadbeef01", store=spec.store, started="s", finished="f",
-               result=outcome, prov={})
-    S.write_attempt(spec.store, row, [])  # the row is written; the worker dies before it finishes the trial
+    _write_ok_row(spec, first, "deadbeef01")  # the row is written; the worker dies before it finishes the trial
     time.sleep(3.2)  # past the grace period
 
     result = run_grid_worker(spec_path, storage=storage_url, device="cpu", heartbeat=1, grace=2, console=quiet)
