@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench import columns as C
+from bench.figures import data as D
+from bench.figures.panel import DrawOptions, Panel, Skip, require_columns
 
 K = C.config_col("k")
 SOURCE = C.config_col("source")
@@ -58,7 +60,7 @@ def augment_table(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def draw_augment(cells: pd.DataFrame):
-    """The matplotlib Figure (for callers that save it their own way, e.g. bench.figures.draw' Panel)."""
+    """The matplotlib Figure (for callers that save it their own way, e.g. augment_accuracy's Panel)."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, NullLocator
 
@@ -95,6 +97,20 @@ def draw_augment(cells: pd.DataFrame):
               fontsize=9, title_fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     fig.tight_layout()
     return fig
+
+
+
+def augment_accuracy(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
+    """The figure kind of bench.figures.draw.FIGURES: this module's figure as a Panel, or Skip."""
+    require_columns(data.cells, K, SOURCE)
+    try:
+        fig = draw_augment(data.cells)
+    except ValueError as e:  # augment_table's own check of its columns and cells
+        raise Skip(str(e)) from None
+    caption = ("Held-out top-1 accuracy of a classifier trained on k real images per class, alone or with images "
+               "generated from the plain prompt or the learned token; lines: mean over seeds, dots: seeds, "
+               "bands: mean bootstrap 95% CI (bench.figures.augment).")
+    return [Panel(STEM, fig, "Low-resource training with generated images", caption)]
 
 
 def plot_augment(cells_df: pd.DataFrame, out_dir: str | Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:

@@ -279,8 +279,8 @@ def test_memory_figure_draws_predictions_hollow_beside_measurements():
     import pandas as pd
 
     from bench import columns as C
-    from bench.figures import draw as F
     from bench.figures import data as D
+    from bench.figures import depth as F
 
     rows = [("ok", 1, 5.0, 5.2), ("ok", 2, 6.0, 6.1), ("predicted-oom", 30, None, 90.0)]
     cells = pd.DataFrame([{C.STATUS: status, D.DEPTH: depth, D.CHECKPOINTING: "none", C.ORIGIN: "axes",

@@ -1,0 +1,132 @@
+"""What every figure function shares: the Panel it returns, Skip (raised when a store cannot support it),
+DrawOptions, the facet layout and the small axis and text helpers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import PercentFormatter
+
+from bench.figures import data as D
+from bench.figures.style import FACET_COLS, PANEL, PLAIN_COLOR
+
+
+class Skip(Exception):
+    """A figure that this store cannot support; the message says which columns or values are missing."""
+
+
+@dataclass
+class Panel:
+    """One drawn figure before saving."""
+
+    stem: str
+    figure: Figure
+    title: str
+    caption: str
+    marks: list[str] = field(default_factory=list)
+
+
+
+@dataclass(frozen=True)
+class DrawOptions:
+    # Image grids for at most this many cells (None: all), spread over the accuracy range: a report with
+    # a grid for every cell of a large grid would weigh hundreds of megabytes.
+    example_cells: int | None = None
+
+
+
+def require_columns(cells: pd.DataFrame, *cols: str) -> None:
+    missing = [c for c in cols if c not in cells.columns or cells[c].isna().all()]
+    if missing:
+        raise Skip(f"no {', '.join(missing)} column in the store" if len(missing) == 1
+                   else f"no {', '.join(missing)} columns in the store")
+
+
+
+def bottom_facets(keys: list[str], max_cols: int = FACET_COLS) -> set[str]:
+    """Facets with no panel below them: the ones that carry the x-axis label."""
+    ncols = min(max(1, len(keys)), max_cols)
+    return {k for i, k in enumerate(keys) if i + ncols >= len(keys)}
+
+
+def facet_layout(keys: list[str], rows_per_facet: int = 1, max_cols: int = FACET_COLS, panel=PANEL):
+    """A figure with one column (or block of rows) per facet key; returns (figure, {key: [axes...]}).
+    All panels of one quantity share their y axis, so that facets compare at a glance."""
+    n = max(1, len(keys))
+    ncols = min(n, max_cols)
+    nblocks = math.ceil(n / ncols)
+    fig = Figure(figsize=(panel[0] * ncols, panel[1] * rows_per_facet * nblocks + 0.9), layout="constrained")
+    grid = fig.subplots(nblocks * rows_per_facet, ncols, squeeze=False)
+    out = {}
+    for i, key in enumerate(keys or [""]):
+        block, col = divmod(i, ncols)
+        out[key] = [grid[block * rows_per_facet + r][col] for r in range(rows_per_facet)]
+    first = out[(keys or [""])[0]]
+    for i, key in enumerate(keys[1:], 1):  # one y scale per measured quantity, across all facets
+        for r, ax in enumerate(out[key]):
+            ax.sharey(first[r])
+            if i % ncols:
+                ax.tick_params(labelleft=False)
+    for i in range(n, nblocks * ncols):
+        block, col = divmod(i, ncols)
+        for r in range(rows_per_facet):
+            grid[block * rows_per_facet + r][col].set_visible(False)
+    return fig, out
+
+
+
+def num(v: float) -> str:
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def range_text(values) -> str:
+    values = sorted({int(v) for v in values if v is not None and not pd.isna(v)})
+    if not values:
+        return "?"
+    return str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
+
+
+def plain_baseline(ax, sub: pd.DataFrame, scale: float = 100.0) -> Line2D | None:
+    """The plain prompt's accuracy (same seeds, same judge) as a dashed line with its CI as a band."""
+    if D.PLAIN_ACC not in sub.columns or sub[D.PLAIN_ACC].isna().all():
+        return None
+    y = sub[D.PLAIN_ACC].mean() * scale
+    lo_col, hi_col = f"{D.PLAIN_ACC}_lo", f"{D.PLAIN_ACC}_hi"
+    if lo_col in sub.columns and hi_col in sub.columns and sub[lo_col].notna().any():
+        ax.axhspan(sub[lo_col].mean() * scale, sub[hi_col].mean() * scale, color=PLAIN_COLOR, alpha=0.12, lw=0,
+                   zorder=0)
+    ax.axhline(y, color=PLAIN_COLOR, ls="--", lw=1.6, zorder=1)
+    return Line2D([], [], color=PLAIN_COLOR, ls="--", lw=1.6, label=f"plain prompt: {y:.0f}%, band = 95% CI")
+
+
+def plain_baseline_x(ax, sub: pd.DataFrame) -> Line2D | None:
+    """plain_baseline for horizontal bars: a vertical dashed line and band."""
+    if D.PLAIN_ACC not in sub.columns or sub[D.PLAIN_ACC].isna().all():
+        return None
+    x = sub[D.PLAIN_ACC].mean() * 100
+    lo_col, hi_col = f"{D.PLAIN_ACC}_lo", f"{D.PLAIN_ACC}_hi"
+    if lo_col in sub.columns and sub[lo_col].notna().any():
+        ax.axvspan(sub[lo_col].mean() * 100, sub[hi_col].mean() * 100, color=PLAIN_COLOR, alpha=0.12, lw=0, zorder=0)
+    ax.axvline(x, color=PLAIN_COLOR, ls="--", lw=1.6, zorder=5)
+    return Line2D([], [], color=PLAIN_COLOR, ls="--", lw=1.6, label=f"plain prompt: {x:.0f}%, band = 95% CI")
+
+
+def percent_axis(ax, label: str) -> None:
+    ax.set_ylim(0, 105)
+    ax.yaxis.set_major_formatter(PercentFormatter(100, decimals=0))
+    ax.set_ylabel(label)
+
+
+def wrap(name: str, width: int = 36) -> str:
+    import textwrap
+
+    if len(name) <= width:
+        return name
+    if name.startswith("ensemble(") and " + " in name:  # one member per line
+        members = name[len("ensemble("):-1].split(" + ")
+        return "ensemble of\n" + "\n".join("  " + m for m in members)
+    return "\n".join(textwrap.wrap(name, width, break_on_hyphens=False)) or name
