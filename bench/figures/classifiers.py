@@ -4,50 +4,53 @@ bootstrap 95% CIs (from the stored _lo/_hi columns), the plain prompt's accuracy
 from __future__ import annotations
 
 import pandas as pd
+import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
 from bench.figures import data as D
 from bench.figures.panel import DrawOptions, Panel, Skip, plain_baseline_x, range_text, require_columns, wrap
-from bench.figures.style import HATCHES, style_of
+from bench.figures.style import HATCHES, hue_styles
 
 
-def _hbars(ax, frame: pd.DataFrame, group_col: str, hue_keys: pd.Series) -> None:
-    """Horizontal bars of judge accuracy per group (best on top), one bar per hue within a group, CI
-    whiskers, every run as a dot when a bar averages repeats, and the sample count at the end of each bar."""
-    group = frame[group_col].map(D._hashable)
-    groups = list(frame.assign(_g=group).groupby("_g", sort=False)[D.ACC].mean().sort_values(ascending=False).index)
+def _hbars(ax, frame: pd.DataFrame, group_col: str, hue_keys: pd.Series) -> list[Patch]:
+    """Horizontal bars of judge accuracy per group (best on top), one bar per hue within a group (seaborn
+    barplot: mean over the group's cells), CI whiskers from the stored _lo/_hi columns, every run as a dot
+    when a bar averages repeats, and the sample count at the end of each bar. Returns the legend's
+    handles: a hatched patch per hue (none for a single, unnamed hue)."""
+    tidy = frame.assign(_group=frame[group_col].map(D._hashable), _hue=hue_keys, _acc=frame[D.ACC] * 100)
+    groups = list(tidy.groupby("_group", sort=False)["_acc"].mean().sort_values(ascending=False).index)
     hues = list(dict.fromkeys(hue_keys))
-    height = 0.8 / max(1, len(hues))
+    palette, _ = hue_styles(hues)
+    sns.barplot(tidy, x="_acc", y="_group", hue="_hue", order=groups, hue_order=hues, palette=palette, orient="h",
+                estimator="mean", errorbar=None, width=0.8, gap=0.1, saturation=1, edgecolor="black", linewidth=0.6,
+                legend=False, ax=ax)
+    for bars, hatch in zip(ax.containers, HATCHES * len(hues)):  # one container per hue, in hue_order
+        for bar in bars:
+            bar.set_hatch(hatch)
+    height = 0.8 / max(1, len(hues))  # seaborn's dodge: the hues share 0.8 of a category, in order
     lo_col, hi_col = f"{D.ACC}_lo", f"{D.ACC}_hi"
-    labelled: set[str] = set()
-    for h, hue in enumerate(hues):
-        style = style_of(h)
-        for g, name in enumerate(groups):
-            sub = frame[(group == name) & (hue_keys == hue)]
-            if sub.empty:
-                continue
-            ypos = g - 0.4 + height * (h + 0.5)
-            mean = sub[D.ACC].mean() * 100
-            ax.barh(ypos, mean, height=height * 0.9, color=style["color"], edgecolor="black", lw=0.6,
-                    hatch=HATCHES[h % len(HATCHES)], label=hue if hue and hue not in labelled else None)
-            labelled.add(hue)
-            end = mean
-            if lo_col in sub.columns and sub[lo_col].notna().any():
-                lo, hi = sub[lo_col].mean() * 100, sub[hi_col].mean() * 100
-                ax.errorbar(mean, ypos, xerr=[[mean - lo], [hi - mean]], color="black", capsize=4, lw=1.3)
-                end = hi
-            if len(sub) > 1:
-                ax.plot(sub[D.ACC] * 100, [ypos] * len(sub), ls="", marker="o", ms=5, mfc="white", mec="black",
-                        zorder=4)
-            n = range_text(D.n_eval_images(r) for _, r in sub.iterrows())
-            runs = f" x {len(sub)} runs" if len(sub) > 1 else ""
-            ax.annotate(f"{mean:.0f}%  (n={n}{runs})", (end, ypos), xytext=(5, 0), textcoords="offset points",
-                        va="center", fontsize=8.5)
+    for (g, h), sub in tidy.groupby(["_group", "_hue"], sort=False):
+        ypos = groups.index(g) - 0.4 + height * (hues.index(h) + 0.5)
+        mean = sub["_acc"].mean()
+        end = mean
+        if lo_col in sub.columns and sub[lo_col].notna().any():
+            lo, hi = sub[lo_col].mean() * 100, sub[hi_col].mean() * 100
+            ax.errorbar(mean, ypos, xerr=[[mean - lo], [hi - mean]], color="black", capsize=4, lw=1.3)
+            end = hi
+        if len(sub) > 1:
+            ax.plot(sub["_acc"], [ypos] * len(sub), ls="", marker="o", ms=5, mfc="white", mec="black", zorder=4)
+        n = range_text(D.n_eval_images(r) for _, r in sub.iterrows())
+        runs = f" x {len(sub)} runs" if len(sub) > 1 else ""
+        ax.annotate(f"{mean:.0f}%  (n={n}{runs})", (end, ypos), xytext=(5, 0), textcoords="offset points",
+                    va="center", fontsize=8.5)
     names = {D._hashable(v): D.short_spec(v) for v in frame[group_col]}
     ax.set_yticks(range(len(groups)))
     ax.set_yticklabels([wrap(names.get(g, g)) for g in groups])
     ax.set_ylim(len(groups) - 0.5, -0.5)
+    return [Patch(facecolor=palette[h], edgecolor="black", lw=0.6, hatch=HATCHES[i % len(HATCHES)], label=h)
+            for i, h in enumerate(hues) if h]
 
 
 def classifier_comparison(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
@@ -64,7 +67,7 @@ def classifier_comparison(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
     axes = fig.subplots(len(judges), 1, squeeze=False)[:, 0]
     for ax, judge in zip(axes, judges):
         sub = ok[ok[D.METRIC_JUDGE].map(D._hashable) == judge]
-        _hbars(ax, sub, D.CLASSIFIER, D.group_key(sub, hue_cols))
+        handles = _hbars(ax, sub, D.CLASSIFIER, D.group_key(sub, hue_cols))
         base = plain_baseline_x(ax, sub)
         ax.set_xlim(0, 118)  # room for the labels at the end of the bars
         ax.set_xticks(range(0, 101, 20))
@@ -72,7 +75,6 @@ def classifier_comparison(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
         ax.set_xlabel("judge top-1 accuracy (%)")
         ax.set_ylabel("classifier that guided training")
         ax.set_title(f"judge: {D.short_spec(judge)}", loc="left")
-        handles, _ = ax.get_legend_handles_labels()
         ax.legend(handles=handles + ([base] if base else []), loc="lower right",
                   frameon=True, title=", ".join(D.setting_name(c) for c in hue_cols) or None, fontsize=8.5)
     fig.suptitle("Which classifier should guide the token? Judge accuracy per guiding classifier")

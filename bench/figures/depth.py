@@ -2,7 +2,9 @@
 that compare the cells of a depth grid with each other (the memory-accuracy Pareto front, paired contrasts).
 
 Settings other than depth and checkpointing that vary in the store become facets, so two configurations
-are never averaged into one line; repeats (seeds) are averaged and shown as dots.
+are never averaged into one line; repeats (seeds) are averaged and shown as dots. The panels are a seaborn
+FacetGrid, the lines seaborn lineplots (hue and style: one colour and marker per checkpointing mode); the
+CIs are drawn by hand from the stored _lo/_hi columns (seaborn would bootstrap the cells instead).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -18,10 +21,10 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocat
 
 from bench import columns as C
 from bench.figures import data as D
-from bench.figures.panel import (DrawOptions, Panel, Skip, bottom_facets, facet_layout, num, percent_axis,
-                                 plain_baseline, range_text, require_columns)
-from bench.figures.style import (FAIL_COLOR, HIGHLIGHT, PALETTE, PANEL, PLAIN_COLOR, hue_order, hue_values,
-                                 style_of)
+from bench.figures.panel import (FACET, ROW, DrawOptions, Panel, Skip, bottom_facets, facet_grid, finish_grid,
+                                 num, percent_axis, plain_baseline, range_text, require_columns)
+from bench.figures.style import (FAIL_COLOR, HIGHLIGHT, PANEL, PLAIN_COLOR, hue_order, hue_styles,
+                                 hue_values)
 
 
 def _depth_cells(data: D.StoreData, *need: str, predicted: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -48,11 +51,16 @@ def _depth_label(log: bool) -> str:
     return "backprop depth (final UNet calls with gradient" + (", log scale)" if log else ")")
 
 
+def _log_depth(cells: pd.DataFrame) -> bool:
+    xs = cells[D.DEPTH_X]
+    return bool(xs.min() > 0 and xs.max() / xs.min() >= 8)
+
+
 def _depth_axis(ax, cells: pd.DataFrame) -> bool:
     """Ticks at the depths that were run, labelled as written ('full (20)'); log2 when they span 8x or more."""
     ticks = cells.drop_duplicates(D.DEPTH_X).sort_values(D.DEPTH_X)
     xs = list(ticks[D.DEPTH_X])
-    log = min(xs) > 0 and max(xs) / min(xs) >= 8
+    log = _log_depth(cells)
     if log:
         ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(xs))
@@ -75,18 +83,18 @@ def _dodge(x: float, i: int, k: int, log: bool, span: float) -> float:
     return x * 2 ** (0.07 * off) if log else x + 0.015 * span * off
 
 
-def _mark_failed(ax, failed: pd.DataFrame, hue_col, hues, marks: list[str], facet: str, on_line: pd.Series) -> bool:
+def _mark_failed(ax, failed: pd.DataFrame, hue_col, palette: dict, marks: list[str], facet: str,
+                 on_line: pd.Series) -> bool:
     """An x at the top of the axis for each cell that did not finish, labelled with its status (OOM)."""
     if failed.empty:
         return False
     stack: dict[float, int] = {}
     for _, row in failed.sort_values(D.DEPTH_X).iterrows():
         hue = str(row[hue_col]) if hue_col else ""
-        i = hues.index(hue) if hue in hues else len(hues)
         level = stack.get(row[D.DEPTH_X], 0)
         stack[row[D.DEPTH_X]] = level + 1
         y = 0.94 - 0.075 * level
-        color = PALETTE[i % len(PALETTE)] if hue_col else FAIL_COLOR
+        color = palette.get(hue, FAIL_COLOR) if hue_col else FAIL_COLOR
         text = D.failed_status_text(row[C.STATUS])
         if not on_line.get(row.name, True):  # an [[include]] cell: say which
             text += f" ({D.short_label(row[C.LABEL])})"
@@ -104,12 +112,12 @@ def _fail_handle() -> Line2D:
                   label="did not finish (status written next to it)")
 
 
-def _legend(fig: Figure, hue_col, hues, extra=()) -> None:
+def _legend(fig: Figure, hue_col, palette: dict, markers: dict, extra=()) -> None:
     """One legend for the whole figure, below the panels: the lines (a style per checkpointing mode) and
     the other marks (CI band, plain-prompt baseline, failed cells)."""
     handles = []
     if hue_col:
-        handles = [Line2D([], [], lw=2, ms=7, **style_of(i), label=h) for i, h in enumerate(hues)]
+        handles = [Line2D([], [], lw=2, ms=7, color=palette[h], marker=markers[h], label=h) for h in palette]
     handles += list(extra)
     if handles:
         fig.legend(handles=handles, title=D.setting_name(hue_col) if hue_col else None, loc="outside lower center",
@@ -135,7 +143,7 @@ def _depth_facets(cells: pd.DataFrame) -> tuple[list[str], pd.Series, pd.Series]
     return list(dict.fromkeys(list(key[on_line]) + list(key[~on_line]))), key, on_line
 
 
-def _include_points(ax, inc: pd.DataFrame, spec: dict, hue_col, hues) -> bool:
+def _include_points(ax, inc: pd.DataFrame, spec: dict, hue_col, palette: dict) -> bool:
     ys = spec["y"](inc)
     err = spec["err"](inc) if "err" in spec else None
     drawn = False
@@ -144,7 +152,7 @@ def _include_points(ax, inc: pd.DataFrame, spec: dict, hue_col, hues) -> bool:
         if pd.isna(y):
             continue
         hue = str(row[hue_col]) if hue_col else ""
-        color = PALETTE[hues.index(hue) % len(PALETTE)] if hue_col and hue in hues else FAIL_COLOR
+        color = palette.get(hue, FAIL_COLOR) if hue_col else FAIL_COLOR
         if err is not None and pd.notna(err[0].loc[idx]):
             ax.errorbar([row[D.DEPTH_X]], [y], yerr=[[y - err[0].loc[idx]], [err[1].loc[idx] - y]], color=color,
                         capsize=4, lw=1.3, zorder=4, ls="")
@@ -160,86 +168,109 @@ def _include_points(ax, inc: pd.DataFrame, spec: dict, hue_col, hues) -> bool:
 
 def _depth_figure(data: D.StoreData, *, need: tuple[str, ...], title: str, rows: list[dict], dodge: bool,
                   mark_failed: bool, panel=PANEL) -> tuple[Figure, list[str], pd.DataFrame]:
-    """The shared frame of the *-vs-depth figures: facets x rows of axes, one line per checkpointing mode.
-    Each row dict: y(frame) -> Series, optional err(frame) -> (lo, hi) Series, band (bool), ylabel,
-    setup(ax, ok cells of the panel) -> extra legend handles or None, predicted (a column of predictions,
-    drawn dashed with hollow markers for every cell that has one, run or not) and predicted_y(frame)."""
+    """The shared frame of the *-vs-depth figures: facets x rows of axes (a seaborn FacetGrid), one line
+    per checkpointing mode (seaborn lineplot, hue and style: colour and marker). Each row dict: y(frame)
+    -> Series, optional err(frame) -> (lo, hi) Series (stored CI columns, drawn by hand as band or bars),
+    band (bool), ylabel, setup(ax, ok cells of the panel) -> extra legend handles or None, predicted (a
+    column of predictions, drawn dashed with hollow markers for every cell that has one, run or not) and
+    predicted_y(frame)."""
     predicted = next((r["predicted"] for r in rows if r.get("predicted")), None)
     cells, ok = _depth_cells(data, *need, predicted=predicted)
     hue_col, hues = hue_order(cells)
+    palette, markers = hue_styles(hues)
     keys, key, on_line = _depth_facets(cells)
-    fig, axes_of = facet_layout(keys, rows_per_facet=len(rows), panel=panel)
+    lines = _line_frame(cells, ok[on_line[ok.index]], key, rows, hue_col, dodge)
+    grid, axes_of = facet_grid(lines, keys, rows_per_facet=len(rows), panel=panel)
+    grid.map_dataframe(sns.lineplot, x=X, y=Y, hue=HUE, style=HUE, palette=palette, markers=markers, dashes=False,
+                       estimator="mean", errorbar=None, legend=False, lw=2, ms=8, mew=0, zorder=3)  # ms 7 + edge 1
+    finish_grid(grid)
     marks: list[str] = []
     extra: dict[str, object] = {}  # legend entries besides the lines, one of each across panels
-    span = cells[D.DEPTH_X].max() - cells[D.DEPTH_X].min()
     bottom = bottom_facets(keys)
     for facet in keys:
         in_facet = key == facet
         sub_all = cells[in_facet]
         sub_ok = ok[in_facet[ok.index]]
-        lines_ok = sub_ok[on_line[sub_ok.index]]
         for r, spec in enumerate(rows):
             ax = axes_of[facet][r]
             log = _depth_axis(ax, cells)
-            present = [h for h in hues if (hue_values(lines_ok, hue_col) == h).any()]
-            for i, hue in enumerate(hues):
-                line = lines_ok[hue_values(lines_ok, hue_col) == hue]
-                if line.empty:
-                    continue
-                ys = spec["y"](line)
-                keep = ys.notna()
-                line, ys = line[keep], ys[keep]
-                if line.empty:
-                    continue
-                j = present.index(hue)
-                xs = line[D.DEPTH_X].map(lambda x: _dodge(x, j, len(present), log, span) if dodge else x)
-                means = ys.groupby(xs).mean().sort_index()
-                style = style_of(i)
-                ax.plot(means.index, means.values, lw=2, ms=7, zorder=3, **style)
-                if (xs.value_counts() > 1).any():  # repeats: every run as a dot
-                    ax.plot(xs, ys, ls="", marker=style["marker"], color=style["color"], alpha=0.35, ms=4)
-                if "err" in spec:
-                    lo, hi = spec["err"](line)
-                    lo, hi = lo.groupby(xs).mean().sort_index(), hi.groupby(xs).mean().sort_index()
-                    if spec.get("band"):
-                        ax.fill_between(means.index, lo.values, hi.values, color=style["color"], alpha=0.15, lw=0)
-                    else:
-                        yerr = [means.values - lo.values, hi.values - means.values]
-                        ax.errorbar(means.index, means.values, yerr=yerr, ls="", color=style["color"], capsize=4,
-                                    lw=1.3, zorder=2)
-            if spec.get("predicted") and _predicted_lines(ax, sub_all[on_line[sub_all.index]], spec, hue_col, hues):
+            _repeats_and_cis(ax, lines[(lines[FACET] == facet) & (lines[ROW] == r)], spec, palette, markers)
+            if spec.get("predicted") and _predicted_lines(ax, sub_all[on_line[sub_all.index]], spec, hue_col,
+                                                          palette, markers):
                 extra.setdefault("predicted", Line2D([], [], color="grey", ls="--", marker="o", mfc="none",
                                                      label="predicted (dct bench plan)"))
-            if _include_points(ax, sub_ok[~on_line[sub_ok.index]], spec, hue_col, hues):
+            if _include_points(ax, sub_ok[~on_line[sub_ok.index]], spec, hue_col, palette):
                 extra.setdefault("include", Line2D([], [], ls="", marker="*", ms=13, color="grey", mec="black",
                                                    mew=0.8, label="single cell of the spec's [[include]], labelled"))
             for handle in (spec["setup"](ax, sub_ok) or []) if "setup" in spec else []:
                 extra.setdefault(handle.get_label(), handle)
             if mark_failed and r == 0:
                 failed = sub_all[sub_all[C.STATUS] != C.STATUS_OK]
-                if _mark_failed(ax, failed, hue_col, hues, marks, facet, on_line):
+                if _mark_failed(ax, failed, hue_col, palette, marks, facet, on_line):
                     extra.setdefault("failed", _fail_handle())
             ax.set_ylabel(spec["ylabel"] if ax.get_subplotspec().is_first_col() else "")
             ax.set_xlabel(_depth_label(log) if r == len(rows) - 1 and facet in bottom else "")
             ax.set_title((facet or None) if r == 0 else None, loc="left")
-    _legend(fig, hue_col, hues, extra.values())
-    fig.suptitle(title)
-    return fig, marks, ok
+    _legend(grid.figure, hue_col, palette, markers, extra.values())
+    grid.figure.suptitle(title)
+    return grid.figure, marks, ok
 
 
-def _predicted_lines(ax, cells: pd.DataFrame, spec: dict, hue_col, hues) -> bool:
+# The tidy frame of the lines: one row per (ok line cell, measured quantity); columns for facet_grid
+# (FACET, ROW), seaborn (X: depth, shifted sideways per line when dodging; Y; HUE) and the stored CI.
+X, Y, LO, HI, HUE = "_x", "_y", "_lo", "_hi", "_hue"
+
+
+def _line_frame(cells: pd.DataFrame, lines_ok: pd.DataFrame, key: pd.Series, rows: list[dict], hue_col,
+                dodge: bool) -> pd.DataFrame:
+    log = _log_depth(cells)
+    span = cells[D.DEPTH_X].max() - cells[D.DEPTH_X].min()
+    hue = hue_values(lines_ok, hue_col)
+    parts = [pd.DataFrame(columns=[FACET, ROW, X, Y, LO, HI, HUE])]
+    for facet, sub in lines_ok.groupby(key[lines_ok.index], sort=False):
+        present = [h for h in hue_order(cells)[1] if (hue[sub.index] == h).any()]
+        for r, spec in enumerate(rows):
+            ys = spec["y"](sub)
+            line = sub[ys.notna()]
+            if line.empty:
+                continue
+            lo, hi = spec["err"](line) if "err" in spec else (np.nan, np.nan)
+            j = hue[line.index].map(present.index)
+            xs = [_dodge(x, i, len(present), log, span) if dodge else x for x, i in zip(line[D.DEPTH_X], j)]
+            parts.append(pd.DataFrame({FACET: facet, ROW: r, X: xs, Y: ys[line.index], LO: lo, HI: hi,
+                                       HUE: hue[line.index]}, index=line.index))
+    return pd.concat(parts).astype({ROW: int, X: float, Y: float, LO: float, HI: float})
+
+
+def _repeats_and_cis(ax, frame: pd.DataFrame, spec: dict, palette: dict, markers: dict) -> None:
+    """Beside the lines of one panel: every run as a dot where a line averages repeats, and the mean of
+    the cells' stored CI columns as a band or as bars."""
+    for hue, line in frame.groupby(HUE, sort=False):
+        if line[X].duplicated().any():
+            ax.plot(line[X], line[Y], ls="", marker=markers[hue], color=palette[hue], alpha=0.35, ms=4)
+        if "err" not in spec:
+            continue
+        means = line.groupby(X)[[Y, LO, HI]].mean().sort_index()
+        if spec.get("band"):
+            ax.fill_between(means.index, means[LO], means[HI], color=palette[hue], alpha=0.15, lw=0)
+        else:
+            yerr = [means[Y] - means[LO], means[HI] - means[Y]]
+            ax.errorbar(means.index, means[Y], yerr=yerr, ls="", color=palette[hue], capsize=4, lw=1.3, zorder=2)
+
+
+def _predicted_lines(ax, cells: pd.DataFrame, spec: dict, hue_col, palette: dict, markers: dict) -> bool:
     """The planner's predictions, one dashed line of hollow markers per checkpointing mode, for every
     cell that has one (run, predicted-oom or not yet run): measured lines are drawn over them."""
     if spec["predicted"] not in cells.columns:
         return False
     drawn = False
-    for i, hue in enumerate(hues):
+    for hue in palette:
         line = cells[(hue_values(cells, hue_col) == hue) & cells[spec["predicted"]].notna()]
         if line.empty:
             continue
         ys = spec["predicted_y"](line).groupby(line[D.DEPTH_X]).mean().sort_index()
-        style = style_of(i)
-        ax.plot(ys.index, ys.values, ls="--", lw=1.3, ms=8, mfc="none", mew=1.4, zorder=2, **style)
+        ax.plot(ys.index, ys.values, ls="--", lw=1.3, ms=8, mfc="none", mew=1.4, zorder=2, color=palette[hue],
+                marker=markers[hue])
         drawn = True
     return drawn
 
@@ -432,16 +463,17 @@ def pareto_memory_accuracy(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
     label_cols = D.varying_settings(ok)
     labels = [D.compact_settings(r, label_cols) if label_cols else str(r[C.LABEL]) for _, r in ok.iterrows()]
     hue_col, hues = hue_order(ok)
-    hue_of = hue_values(ok, hue_col).to_numpy()
+    name = (lambda h: f"{D.setting_name(hue_col)}={h}") if hue_col else (lambda h: "cell")
+    palette, markers = hue_styles([name(h) for h in hues])  # every cell, coloured by checkpointing mode
+    hue_of = hue_values(ok, hue_col).map(name).to_numpy()
 
     fig = Figure(figsize=(12, 6.4), layout="constrained")
     ax, side = fig.subplots(1, 2, width_ratios=[2.6, 1])
-    for i, hue in enumerate(hues):  # every cell, coloured by checkpointing mode
-        m = hue_of == hue
-        if m.any():
-            ax.errorbar(x[m], y[m], yerr=None if yerr is None else yerr[:, m], ls="", ms=7, capsize=2, lw=0.8,
-                        alpha=0.75, zorder=2, label=f"{D.setting_name(hue_col)}={hue}" if hue_col else "cell",
-                        **style_of(i))
+    for level in palette if yerr is not None else ():  # the stored CIs, under the points
+        m = hue_of == level
+        ax.errorbar(x[m], y[m], yerr=yerr[:, m], ls="", capsize=2, lw=0.8, alpha=0.75, zorder=2, color=palette[level])
+    sns.scatterplot(x=x, y=y, hue=hue_of, style=hue_of, palette=palette, markers=markers, s=64, linewidth=0,
+                    alpha=0.75, zorder=2, ax=ax)  # s: marker size 7 plus its edge, squared
     order = np.flatnonzero(front)[np.argsort(x[front])]
     ax.step(x[order], y[order], where="post", color=HIGHLIGHT, lw=2, zorder=1, label="Pareto front")
     ax.plot(x[order], y[order], ls="", marker="o", ms=17, mfc="none", mec=HIGHLIGHT, mew=2, zorder=4)

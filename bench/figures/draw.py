@@ -22,7 +22,10 @@ The figures (FIGURES, in this order):
 Each figure kind is one function (StoreData, DrawOptions) -> [Panel], raising panel.Skip when the store
 lacks what it needs; a kind is added with one FigureKind line in FIGURES. The functions live by subject:
 depth.py (the first six), classifiers.py, comparisons.py (the transfer matrix), per_cell.py (training
-curves, image grids), augment.py; style.py holds the shared look, panel.py the shared pieces.
+curves, image grids), augment.py; style.py holds the shared look, panel.py the shared pieces. Seaborn
+draws where it fits (FacetGrid facets, lineplot/scatterplot/barplot with hue and style, the heatmap);
+matplotlib draws the marks seaborn cannot derive: CIs from the stored _lo/_hi columns, failed cells, the
+Pareto front. Every figure is closed once saved (FacetGrid figures live in pyplot).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 import matplotlib
+import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
 from bench import columns as C
@@ -177,6 +181,7 @@ def draw_figures(store, *, out: str | Path | None = None, formats=DEFAULT_FORMAT
                     continue
                 for panel in panels:
                     files = _save(panel.figure, out, panel.stem, formats)
+                    plt.close(panel.figure)  # seaborn's grids are pyplot figures; the others are unaffected
                     result.drawn.append(DrawnFigure(kind.name, panel.stem, panel.title, panel.caption, files,
                                                     panel.marks))
     index = {"store": str(data.path),

@@ -1,5 +1,6 @@
 """What every figure function shares: the Panel it returns, Skip (raised when a store cannot support it),
-DrawOptions, the facet layout and the small axis and text helpers."""
+DrawOptions, the facet grid (a seaborn FacetGrid, one column or block of rows per facet) and the small
+axis and text helpers."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import math
 from dataclasses import dataclass, field
 
 import pandas as pd
+import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
 
 from bench.figures import data as D
 from bench.figures.style import FACET_COLS, PANEL, PLAIN_COLOR
+
+FACET = "_facet"  # facet_grid's frame: the facet key
+ROW = "_row"  # and the row (measured quantity) within the facet
 
 
 class Skip(Exception):
@@ -53,18 +58,26 @@ def bottom_facets(keys: list[str], max_cols: int = FACET_COLS) -> set[str]:
     return {k for i, k in enumerate(keys) if i + ncols >= len(keys)}
 
 
-def facet_layout(keys: list[str], rows_per_facet: int = 1, max_cols: int = FACET_COLS, panel=PANEL):
-    """A figure with one column (or block of rows) per facet key; returns (figure, {key: [axes...]}).
-    All panels of one quantity share their y axis, so that facets compare at a glance."""
+def facet_grid(frame: pd.DataFrame, keys: list[str], rows_per_facet: int = 1, max_cols: int = FACET_COLS,
+               panel=PANEL) -> tuple[sns.FacetGrid, dict]:
+    """A seaborn FacetGrid over `frame` (columns FACET: the facet key, ROW: which measured quantity) with
+    one column, or block of `rows_per_facet` rows, per key in `keys`, wrapped after `max_cols` facets;
+    returns (grid, {key: [axes, one per row]}). FacetGrid cannot wrap a grid that has rows, so the frame
+    gets the panel's position (_prow, _pcol) and the grid facets on that. All panels of one quantity
+    share their y axis, so that facets compare at a glance. The figure is pyplot's (FacetGrid makes it
+    so): draw_figures closes it once saved."""
     n = max(1, len(keys))
     ncols = min(n, max_cols)
     nblocks = math.ceil(n / ncols)
-    fig = Figure(figsize=(panel[0] * ncols, panel[1] * rows_per_facet * nblocks + 0.9), layout="constrained")
-    grid = fig.subplots(nblocks * rows_per_facet, ncols, squeeze=False)
-    out = {}
-    for i, key in enumerate(keys or [""]):
-        block, col = divmod(i, ncols)
-        out[key] = [grid[block * rows_per_facet + r][col] for r in range(rows_per_facet)]
+    position = {key: divmod(i, ncols) for i, key in enumerate(keys or [""])}
+    frame = frame.assign(_prow=[position[k][0] * rows_per_facet + r for k, r in zip(frame[FACET], frame[ROW])],
+                         _pcol=[position[k][1] for k in frame[FACET]])
+    grid = sns.FacetGrid(frame, row="_prow", col="_pcol", row_order=range(nblocks * rows_per_facet),
+                         col_order=range(ncols), height=panel[1], aspect=panel[0] / panel[1], sharex=False,
+                         sharey=False, despine=False, margin_titles=False)
+    grid.figure.set_size_inches(panel[0] * ncols, panel[1] * rows_per_facet * nblocks + 0.9)
+    out = {key: [grid.axes[block * rows_per_facet + r][col] for r in range(rows_per_facet)]
+           for key, (block, col) in position.items()}
     first = out[(keys or [""])[0]]
     for i, key in enumerate(keys[1:], 1):  # one y scale per measured quantity, across all facets
         for r, ax in enumerate(out[key]):
@@ -74,9 +87,16 @@ def facet_layout(keys: list[str], rows_per_facet: int = 1, max_cols: int = FACET
     for i in range(n, nblocks * ncols):
         block, col = divmod(i, ncols)
         for r in range(rows_per_facet):
-            grid[block * rows_per_facet + r][col].set_visible(False)
-    return fig, out
+            grid.axes[block * rows_per_facet + r][col].set_visible(False)
+    return grid, out
 
+
+def finish_grid(grid: sns.FacetGrid) -> None:
+    """After mapping: FacetGrid's own titles and tight layout give way to the figure's constrained layout
+    (room for the legend below the panels and the suptitle)."""
+    for ax in grid.axes.flat:
+        ax.set_title("")
+    grid.figure.set_layout_engine("constrained")
 
 
 def num(v: float) -> str:

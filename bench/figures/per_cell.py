@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from bench import columns as C
 from bench.figures import data as D
-from bench.figures.panel import (DrawOptions, Panel, Skip, facet_layout, percent_axis, range_text, require_columns,
-                                 wrap)
+from bench.figures.panel import (FACET, ROW, DrawOptions, Panel, Skip, facet_grid, finish_grid, percent_axis,
+                                 range_text, require_columns, wrap)
 from bench.figures.style import HIGHLIGHT, PALETTE
 
 CURVES_PER_PAGE = 8
@@ -35,6 +36,14 @@ def _cell_order(cells: pd.DataFrame) -> list[str]:
     return list(frame.sort_values(sort, kind="stable")[C.CONFIG_HASH])
 
 
+METRIC, VALUE = "_metric", "_value"  # training_curves' tidy frame
+
+
+def _class_range(values: pd.Series) -> tuple[float, float]:
+    """seaborn's errorbar for the curves: the band spans the classes, lowest to highest."""
+    return values.min(), values.max()
+
+
 def training_curves(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
     curves = data.curves
     if curves.empty:
@@ -50,11 +59,20 @@ def training_curves(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
     colors = {C.LOSS: PALETTE[0], C.ACCURACY: PALETTE[2]}
     top = {m: curves[m].max() * (100.0 if m == C.ACCURACY else 1.0) for m in metrics}
     last_epoch = curves[C.EPOCH].max()
+    # One tidy frame of every plotted value: the facet (cell) and row (metric) for facet_grid, the value scaled.
+    tidy = pd.concat([pd.DataFrame({FACET: curves[C.CONFIG_HASH], ROW: r, METRIC: metric, C.EPOCH: curves[C.EPOCH],
+                                    VALUE: curves[metric] * (100.0 if metric == C.ACCURACY else 1.0)})
+                      for r, metric in enumerate(metrics)], ignore_index=True)
     panels = []
     for p, page in enumerate(pages):
         # Small multiples, one column per cell with loss above accuracy: a band per cell stays readable,
         # and shared axes keep the cells comparable.
-        fig, axes_of = facet_layout(page, rows_per_facet=len(metrics), max_cols=4, panel=(3.6, 2.3))
+        grid, axes_of = facet_grid(tidy[tidy[FACET].isin(page)], page, rows_per_facet=len(metrics), max_cols=4,
+                                   panel=(3.6, 2.3))
+        grid.map_dataframe(sns.lineplot, x=C.EPOCH, y=VALUE, hue=METRIC, palette=colors, estimator="mean",
+                           errorbar=_class_range if per_class else None, err_kws={"lw": 0}, legend=False, lw=2)
+        finish_grid(grid)
+        fig = grid.figure
         n_classes = []
         for h in page:
             rows = curves[curves[C.CONFIG_HASH] == h]
@@ -62,11 +80,6 @@ def training_curves(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
             if per_class:
                 n_classes.append(rows["class_id"].nunique())
             for r, (ax, metric) in enumerate(zip(axes_of[h], metrics)):
-                scale = 100.0 if metric == C.ACCURACY else 1.0
-                g = rows.groupby(C.EPOCH)[metric].agg(["mean", "min", "max"]).sort_index() * scale
-                ax.plot(g.index, g["mean"], lw=2, color=colors[metric])
-                if per_class and rows["class_id"].nunique() > 1:
-                    ax.fill_between(g.index, g["min"], g["max"], color=colors[metric], alpha=0.2, lw=0)
                 if metric == C.ACCURACY:
                     percent_axis(ax, "")
                 else:

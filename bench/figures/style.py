@@ -43,6 +43,11 @@ def hue_values(frame: pd.DataFrame, hue_col: str | None) -> pd.Series:
     return frame[hue_col].astype(str)
 
 
-def style_of(i: int) -> dict:
-    return dict(color=PALETTE[i % len(PALETTE)], marker=MARKERS[i % len(MARKERS)])
+def hue_styles(levels: list[str]) -> tuple[dict, dict]:
+    """(palette, markers): level -> colour and level -> marker, in the order given, for seaborn's
+    hue= and style= (palette=, markers=) and for the marks drawn by hand beside them (CIs, legends),
+    so that a level has one look in every panel even where some levels are missing."""
+    palette = dict(zip(levels, sns.color_palette(PALETTE, len(levels))))
+    markers = {level: MARKERS[i % len(MARKERS)] for i, level in enumerate(levels)}
+    return palette, markers
 
