@@ -15,7 +15,7 @@ from matplotlib.container import ErrorbarContainer
 from bench import columns as C
 from bench.figures import data as D
 from bench.figures.classifiers import classifier_comparison
-from bench.figures.depth import accuracy_vs_depth
+from bench.figures.depth import accuracy_vs_depth, pareto_memory_accuracy
 from bench.figures.panel import DrawOptions
 from bench.figures.per_cell import training_curves
 from bench.figures.style import PALETTE
@@ -142,3 +142,19 @@ def test_training_curves_are_the_class_mean_with_the_class_range_as_band():
             at = vertices[np.isclose(vertices[:, 0], e), 1]
             assert min(at) == pytest.approx(per_epoch[metric].min()[e] * scale)
             assert max(at) == pytest.approx(per_epoch[metric].max()[e] * scale)
+
+
+def test_pareto_points_are_the_cells_with_stored_cis_in_the_mode_colour():
+    rows = [{D.CHECKPOINTING: mode, C.COST_PEAK_BYTES: mib * 2**20, D.ACC: acc, LO: acc - 0.1, HI: acc + 0.04}
+            for mode, mib, acc in (("none", 300, 0.5), ("none", 500, 0.7), ("block", 200, 0.4), ("block", 400, 0.8))]
+    ax = pareto_memory_accuracy(_store(rows), DrawOptions())[0].figure.axes[0]
+    (points,) = ax.collections[-1:]  # seaborn's scatter, over the CI bars
+    drawn = {tuple(np.round(xy, 6)): to_rgb(colour[:3]) for xy, colour in zip(points.get_offsets(),
+                                                                             points.get_facecolors())}
+    for r in rows:
+        colour = drawn[(r[C.COST_PEAK_BYTES] / 2**20, round(r[D.ACC] * 100, 6))]
+        assert np.allclose(colour, PALETTE[0] if r[D.CHECKPOINTING] == "none" else PALETTE[1])
+    spans = sorted(tuple(np.round([seg[0][0], seg[0][1], seg[1][1]], 6)) for c in ax.containers
+                   if isinstance(c, ErrorbarContainer) for seg in c.lines[2][0].get_segments())
+    assert spans == sorted((r[C.COST_PEAK_BYTES] / 2**20, round(r[LO] * 100, 6), round(r[HI] * 100, 6))
+                           for r in rows)
