@@ -10,7 +10,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
 from bench.figures import data as D
-from bench.figures.panel import DrawOptions, Panel, Skip, plain_baseline_x, range_text, require_columns, wrap
+from bench.figures.panel import DrawOptions, Panel, Skip, plain_baseline, range_text, require_columns, wrap
 from bench.figures.style import HATCHES, hue_styles
 
 
@@ -68,7 +68,7 @@ def classifier_comparison(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
     for ax, judge in zip(axes, judges):
         sub = ok[ok[D.METRIC_JUDGE].map(D._hashable) == judge]
         handles = _hbars(ax, sub, D.CLASSIFIER, D.group_key(sub, hue_cols))
-        base = plain_baseline_x(ax, sub)
+        base = plain_baseline(ax, sub, vertical=True)
         ax.set_xlim(0, 118)  # room for the labels at the end of the bars
         ax.set_xticks(range(0, 101, 20))
         ax.xaxis.set_major_formatter(PercentFormatter(100, decimals=0))

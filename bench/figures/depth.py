@@ -491,7 +491,9 @@ def pareto_memory_accuracy(data: D.StoreData, opts: DrawOptions) -> list[Panel]:
     ax.set_xlabel(f"peak memory ({unit}{', ' + kind if kind else ''})")
     percent_axis(ax, "judge top-1 accuracy (%)")
     ax.set_xlim(0, x.max() * 1.08)
-    ax.legend(loc="lower right", frameon=True)
+    handles, names = ax.get_legend_handles_labels()  # the front first, then seaborn's points
+    first = sorted(range(len(names)), key=lambda i: names[i] != "Pareto front")
+    ax.legend([handles[i] for i in first], [names[i] for i in first], loc="lower right", frameon=True)
     judge = D.judge_name(ok)
     fig.suptitle("Memory vs quality: every finished cell of the store" + (f"\njudge: {judge}" if judge else ""))
     n = range_text(D.n_eval_images(r) for _, r in ok.iterrows())

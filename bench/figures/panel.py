@@ -110,29 +110,18 @@ def range_text(values) -> str:
     return str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
 
 
-def plain_baseline(ax, sub: pd.DataFrame, scale: float = 100.0) -> Line2D | None:
-    """The plain prompt's accuracy (same seeds, same judge) as a dashed line with its CI as a band."""
+def plain_baseline(ax, sub: pd.DataFrame, *, vertical: bool = False) -> Line2D | None:
+    """The plain prompt's accuracy (same seeds, same judge, in %) as a dashed line with its CI (the stored
+    _lo/_hi columns) as a band: horizontal across a y-accuracy axis, vertical across bars (`vertical`)."""
     if D.PLAIN_ACC not in sub.columns or sub[D.PLAIN_ACC].isna().all():
         return None
-    y = sub[D.PLAIN_ACC].mean() * scale
+    value = sub[D.PLAIN_ACC].mean() * 100
     lo_col, hi_col = f"{D.PLAIN_ACC}_lo", f"{D.PLAIN_ACC}_hi"
+    span, line = (ax.axvspan, ax.axvline) if vertical else (ax.axhspan, ax.axhline)
     if lo_col in sub.columns and hi_col in sub.columns and sub[lo_col].notna().any():
-        ax.axhspan(sub[lo_col].mean() * scale, sub[hi_col].mean() * scale, color=PLAIN_COLOR, alpha=0.12, lw=0,
-                   zorder=0)
-    ax.axhline(y, color=PLAIN_COLOR, ls="--", lw=1.6, zorder=1)
-    return Line2D([], [], color=PLAIN_COLOR, ls="--", lw=1.6, label=f"plain prompt: {y:.0f}%, band = 95% CI")
-
-
-def plain_baseline_x(ax, sub: pd.DataFrame) -> Line2D | None:
-    """plain_baseline for horizontal bars: a vertical dashed line and band."""
-    if D.PLAIN_ACC not in sub.columns or sub[D.PLAIN_ACC].isna().all():
-        return None
-    x = sub[D.PLAIN_ACC].mean() * 100
-    lo_col, hi_col = f"{D.PLAIN_ACC}_lo", f"{D.PLAIN_ACC}_hi"
-    if lo_col in sub.columns and sub[lo_col].notna().any():
-        ax.axvspan(sub[lo_col].mean() * 100, sub[hi_col].mean() * 100, color=PLAIN_COLOR, alpha=0.12, lw=0, zorder=0)
-    ax.axvline(x, color=PLAIN_COLOR, ls="--", lw=1.6, zorder=5)
-    return Line2D([], [], color=PLAIN_COLOR, ls="--", lw=1.6, label=f"plain prompt: {x:.0f}%, band = 95% CI")
+        span(sub[lo_col].mean() * 100, sub[hi_col].mean() * 100, color=PLAIN_COLOR, alpha=0.12, lw=0, zorder=0)
+    line(value, color=PLAIN_COLOR, ls="--", lw=1.6, zorder=5 if vertical else 1)  # over the bars, under lines
+    return Line2D([], [], color=PLAIN_COLOR, ls="--", lw=1.6, label=f"plain prompt: {value:.0f}%, band = 95% CI")
 
 
 def percent_axis(ax, label: str) -> None:
