@@ -158,3 +158,21 @@ def test_pareto_points_are_the_cells_with_stored_cis_in_the_mode_colour():
                    if isinstance(c, ErrorbarContainer) for seg in c.lines[2][0].get_segments())
     assert spans == sorted((r[C.COST_PEAK_BYTES] / 2**20, round(r[LO] * 100, 6), round(r[HI] * 100, 6))
                            for r in rows)
+
+
+def test_facet_grid_wraps_blocks_of_rows_and_shares_y_per_quantity():
+    import matplotlib.pyplot as plt
+
+    from bench.figures.panel import FACET, ROW, facet_grid
+
+    keys = ["a", "b", "c", "d"]
+    frame = pd.DataFrame({FACET: [k for k in keys for _ in (0, 1)], ROW: [0, 1] * len(keys), "y": range(8)})
+    grid, axes_of = facet_grid(frame, keys, rows_per_facet=2, max_cols=3)
+    try:
+        assert grid.axes.shape == (4, 3)  # two blocks of (2 quantities x 3 facets)
+        assert axes_of["d"] == [grid.axes[2][0], grid.axes[3][0]]  # the fourth facet starts the second block
+        assert [ax.get_visible() for ax in grid.axes[2:, 1:].flat] == [False] * 4
+        axes_of["a"][1].set_ylim(0, 7)
+        assert axes_of["d"][1].get_ylim() == (0, 7) and axes_of["d"][0].get_ylim() != (0, 7)
+    finally:
+        plt.close(grid.figure)
