@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from dct.errors import ConfigError
 
-BUILTIN_MODULES = ("bench.cells.dct", "bench.cells.step", "bench.cells.augment")
+BUILTIN_MODULES = ("bench.cells.dct", "bench.cells.step", "bench.cells.augment", "bench.cells.methods")
 MODULES_ENV = "DCT_CELL_MODULES"
 
 

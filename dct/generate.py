@@ -57,6 +57,7 @@ def generate_images(
     batch_size: int = 16,
     padding: str = "max_length",
     progress: bool = True,
+    step_guidance=None,
 ) -> torch.Tensor:
     """Images (N, 3, H, W) in [0, 1], float32 on the CPU: image i is `prompts[i]` from `seeds[i]`.
 
@@ -64,6 +65,7 @@ def generate_images(
     `dct.rollout.rollout` with depth 0 under no_grad and a fresh scheduler per batch (schedulers keep
     state). Images in one batch must share an embedding length; with padding="max_length" (the default
     and the evaluation protocol) they always do, with "longest" batches are formed per length.
+    `step_guidance` is passed to the rollout (sampling-time guidance, dct.methods.guidance).
     """
     prompts, seeds = list(prompts), [int(s) for s in seeds]
     if len(prompts) != len(seeds):
@@ -92,7 +94,8 @@ def generate_images(
             uncond = torch.cat([embeds[prompts[i]][1] for i in idx])
             latents = seed_latents(parts, [seeds[i] for i in idx]).to(parts.device)
             result = rollout(parts.unet, parts.vae, make_scheduler(scheduler, parts.scheduler), cond, uncond,
-                             latents, num_steps=steps, guidance=guidance, depth=0)
+                             latents, num_steps=steps, guidance=guidance, depth=0,
+                             step_guidance=step_guidance)
             for i, img in zip(idx, result.images.float().cpu()):
                 images[i] = img
             bar.update(len(idx))
@@ -158,5 +161,6 @@ def evaluate_prompts(
                 if prm.kind is inspect.Parameter.KEYWORD_ONLY}
     settings.update(generate_kwargs)
     settings.pop("progress", None)
+    settings.pop("step_guidance", None)
     report["generation"] = settings
     return (report, images) if return_images else report

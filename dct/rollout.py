@@ -13,7 +13,7 @@ steps), so the count of calls and of calls with gradient is returned and must be
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -70,6 +70,7 @@ def rollout(
     guidance: float,
     depth: int | str = 1,
     checkpointing: Checkpointing = "none",
+    step_guidance: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> RolloutResult:
     """Denoise `latents` (B, C, h, w) conditioned on `cond` (B, L, D) and return decoded images.
 
@@ -87,6 +88,10 @@ def rollout(
     its activations are not stored (~0.7 GiB at 512 px, same gradient).
     The caller owns the scheduler object; `set_timesteps` is called here because schedulers keep
     history (PNDM, DPM-Solver) that must not leak from one rollout into the next.
+
+    step_guidance(x, t, eps) -> eps: called at every step on the (classifier-free guided) noise
+    prediction before the scheduler step; sampling-time guidance (dct.methods.guidance: a classifier's
+    gradient on the predicted clean image) enters here, so there is no second sampler.
     """
     if checkpointing not in CHECKPOINTING_MODES:
         raise ConfigError(f"checkpointing {checkpointing!r} is not accepted: use one of {CHECKPOINTING_MODES}")
@@ -127,6 +132,8 @@ def rollout(
             if use_cfg:
                 eps_u, eps_c = eps.chunk(2)
                 eps = eps_u + guidance * (eps_c - eps_u)
+            if step_guidance is not None:
+                eps = step_guidance(x, t, eps)
             x = scheduler.step(eps, t, x, return_dict=False)[0]
             n_grad += int(with_grad)
 
