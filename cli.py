@@ -151,7 +151,9 @@ def _mount_subapps() -> None:
     for name, text in (("depth", "Backprop depth x gradient checkpointing x precision (ablations/depth.toml)."),
                        ("classifier", "Which classifier guides training; the judge stays fixed (ablations/classifier.toml)."),
                        ("transfer", "Train with one domain's classifier, judge with the other's (ablations/transfer.toml)."),
-                       ("augment", "Low-resource augmentation: real vs plain-prompt vs DCT images (ablations/augment.toml).")):
+                       ("augment", "Low-resource augmentation: real vs plain-prompt vs DCT images (ablations/augment.toml)."),
+                       ("methods", "DCT against prompt search, textual inversion and classifier guidance: accuracy vs "
+                                   "the cost of N images (ablations/methods.toml).")):
         bench_app.command(name, help=text)(make_bench_command(name, help=text))
     app.add_typer(world_app, name="world", help="Build, check and describe the embedded tiny world.")
     app.add_typer(eval_app, name="eval", help="Judge accuracy (with CIs) and FID/KID of a token vs the plain prompt.")
