@@ -9,6 +9,7 @@
     comparisons.py  the transfer matrix (guide x evaluating classifier)
     per_cell.py     training curves and image grids, per cell
     augment.py      the augmentation experiment's figure
+    methods.py      the methods experiment's accuracy-vs-cost figure (Pareto front) and README table
     report.py       one self-contained HTML page and its Markdown twin
     cli.py          `dct figures`, `dct report`
 

@@ -49,6 +49,7 @@ from bench.figures.depth import (accuracy_vs_depth, effort_vs_depth, memory_vs_d
 from bench.figures.panel import DrawOptions, Panel, Skip
 from bench.figures.per_cell import image_grids, training_curves
 from bench.figures.style import RC
+from bench.figures.methods import NEEDS as METHODS_NEEDS, methods_panels
 
 FORMATS = ("png", "svg", "pdf")
 DEFAULT_FORMATS = ("png", "svg")
@@ -105,6 +106,7 @@ FIGURES: tuple[FigureKind, ...] = (
     FigureKind("examples", "artifacts/<hash>/<attempt>/examples/{plain,token}/class<c>-seed<s>.png", image_grids),
     FigureKind("augment-accuracy-vs-k", "the augment cell's cfg_k, cfg_source, cfg_n_generated, metric_acc (+_lo/_hi)",
                augment_accuracy),
+    FigureKind("methods-accuracy-vs-cost", METHODS_NEEDS, methods_panels),
 )
 
 

@@ -11,6 +11,10 @@ R=results/reference
 for name in depth world-target classifier transfer; do
   dct bench run --spec "ablations/$name.toml" --store "$R/$name"
 done
+# DCT against prompt search, textual inversion and classifier guidance, both domains (18 cells; README
+# "DCT against its alternatives"), then its full-size cost columns from the planner (results/plan/methods)
+dct bench methods --store "$R/methods"
+python -m bench.plan.methods --store "$R/methods" --out results/plan/methods
 # the paper preset with and without its reference clipping, at the reference lr and at a learning one
 # (about 45 minutes as two processes on two stores with --only, their part files then copied into one;
 # measured before cells had replicates: the dct cell's new settings give its cells new hashes, so this
@@ -22,7 +26,7 @@ OMP_NUM_THREADS=1 dct bench augment --store "$R/augment"
 # the 30-trial search of ablations/search.toml (about 30 minutes; resumable), its store and figures
 # under results/reference/search/dct-search (its Optuna figures there; left out of the report for size)
 OMP_NUM_THREADS=1 dct search --space ablations/search.toml --results "$R" --device cpu
-for name in world-target depth classifier transfer augment paper-fidelity; do
+for name in world-target depth classifier transfer augment paper-fidelity methods; do
   [ -d "$R/$name/cells" ] && dct figures --results "$R/$name"
 done
 dct report --results "$R/world-target" --results "$R/depth" --results "$R/classifier" --results "$R/transfer" --results "$R/augment" --results "$R/paper-fidelity" \

@@ -154,3 +154,11 @@ def test_methods_cell_end_to_end(tmp_path, tiny_sd_dir, tiny_timm_dir, classifie
     assert ps[m("runs_trained")] == 1  # deterministic: one set of images, stored as both runs
     assert cells.loc["method=classifier-guidance"][m("guidance_scale")] in (0.0, 5.0)
     assert cells.loc["method=dct-fast"][m("images_consumed_per_class")] > 0
+    # the figure and the README table read the store
+    from bench.figures.draw import draw_figures
+    from bench.figures.methods import STEM, table_markdown
+
+    drawn = draw_figures(tmp_path / "store", formats=("png",), only=["methods-accuracy-vs-cost"])
+    assert [d.stem for d in drawn.drawn] == [STEM] and (tmp_path / "store" / "figures" / f"{STEM}.png").is_file()
+    table = table_markdown(load_cells(tmp_path / "store"))
+    assert len(table.splitlines()) == 2 + 4 and "| prompt-search |" in table
