@@ -106,7 +106,7 @@ baseline = {{ method = "dct-fast" }}
 model = "{model}"
 classifier = "timm:{clf}"
 judge = "timm:{clf}"
-classes = [1, 3]
+classes = [0, 3]  # the random judge calls every image 0: outcomes 1 1 1 / 0 0 0, so misplaced targets show
 replicates = 2
 eval_seeds = 3
 eval_steps = 3
@@ -133,17 +133,17 @@ def test_methods_cell_end_to_end(tmp_path, tiny_sd_dir, tiny_timm_dir, classifie
     m = C.metric_col
     for label, row in cells.iterrows():
         stored = json.loads(row[m("outcomes")])
-        assert stored["classes"] == [1, 3] and stored["eval_seeds"] == [70000, 70001, 70002]
+        assert stored["classes"] == [0, 3] and stored["eval_seeds"] == [70000, 70001, 70002]
         assert stored["train_seeds"] == [0, 1000]  # run r pairs with run r of the baseline
         tok = np.array([[[c == "1" for c in run] for run in cls] for cls in stored["token"]], dtype=float)
         assert tok.shape == (2, 2, 3) and row[m("acc")] == pytest.approx(tok.mean())
         # run 0's images, saved as examples, judged again by hand, give the stored outcomes
         folder = tmp_path / "store" / row[C.ARTIFACTS_DIR] / "examples" / "token"
-        files = [folder / f"class{c}-seed{s}.png" for c in (1, 3) for s in (70000, 70001, 70002)]
+        files = [folder / f"class{c}-seed{s}.png" for c in (0, 3) for s in (70000, 70001, 70002)]
         images = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1)
                               for f in files]).float() / 255
         with torch.no_grad():
-            hits = classifier(images).argmax(1).numpy() == np.repeat([1, 3], 3)
+            hits = classifier(images).argmax(1).numpy() == np.repeat([0, 3], 3)
         assert hits.tolist() == tok[:, 0].reshape(-1).astype(bool).tolist(), label
         assert row[m("cost_100_s")] == pytest.approx(row[m("one_time_s_per_class")] + 100 * row[m("s_per_image")])
         assert row[m("s_per_image")] > 0
