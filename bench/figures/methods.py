@@ -134,7 +134,7 @@ def draw_methods(cells: pd.DataFrame) -> tuple[Figure, str, list[str]]:
 
 def methods_panels(data, opts) -> list:
     """The FIGURES entry (bench.figures.draw): one Panel, or Skip when the store is not a methods store."""
-    from bench.figures.draw import Panel, Skip
+    from bench.figures.panel import Panel, Skip
 
     try:
         fig, caption, marks = draw_methods(data.cells)
