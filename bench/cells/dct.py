@@ -282,7 +282,7 @@ def evaluate(parts, cfg, config, res, classes, subjects, runs, train_seeds, judg
     classifiers on the same images, FID/KID. The per-image outcomes are stored (metric `outcomes`), so
     any other interval, and paired contrasts between cells, can be computed from the store."""
     from dct.eval.accuracy import classify, topk_correct
-    from dct.eval.hierarchical import hierarchical_ci, paired_difference
+    from dct.eval.hierarchical import hierarchical_ci
     from dct.generate import generate_images
     from dct.token import ClassTokens
     from dct.train import precision_dtype
@@ -317,16 +317,9 @@ def evaluate(parts, cfg, config, res, classes, subjects, runs, train_seeds, judg
 
     k5 = min(5, len(getattr(judge, "labels", None) or range(5)))
     (tok, plain), (tok5, _) = outcomes(judge, (1, k5))
-    acc, plain_acc, gain = hierarchical_ci(tok), hierarchical_ci(plain), paired_difference(tok, plain)
     out = {"eval_images_per_class": n_s, "eval_images": n_c * n_r * n_s, "eval_runs": n_r, "judge": judge.spec,
-           "eval_protocol": "ours", "eval_seed_first": seeds[0],
-           "acc": acc["acc"], "acc_lo": acc["lo"], "acc_hi": acc["hi"], "acc_ci": acc["covers"],
-           "acc_top5": float(tok5.mean()),
-           "plain_acc": plain_acc["acc"], "plain_acc_lo": plain_acc["lo"], "plain_acc_hi": plain_acc["hi"],
-           "acc_gain": gain["diff"], "acc_gain_lo": gain["lo"], "acc_gain_hi": gain["hi"],
-           "acc_per_run": json.dumps([float(tok[:, r].mean()) for r in range(n_r)]),
-           "acc_per_class": json.dumps({str(c): float(tok[i].mean()) for i, c in enumerate(classes)}),
-           "plain_acc_per_class": json.dumps({str(c): float(plain[i].mean()) for i, c in enumerate(classes)})}
+           "eval_protocol": "ours", "eval_seed_first": seeds[0], "acc_top5": float(tok5.mean()),
+           **accuracy_metrics(tok, plain, classes)}
     stored = {"classes": classes, "eval_seeds": seeds, "train_seeds": train_seeds,
               "token": pack(tok), "plain": pack(plain), "extra": {}}
     for name, clf in extra.items():
@@ -341,6 +334,21 @@ def evaluate(parts, cfg, config, res, classes, subjects, runs, train_seeds, judg
         out.update(fid_metrics(token_imgs, plain_imgs, classes, config, res, judge))
     save_examples(ctx.out_dir, token_imgs[:n_c * n_s], plain_imgs, classes, seeds)
     return out
+
+
+def accuracy_metrics(tok, plain, classes) -> dict:
+    """Judge accuracy columns from 0/1 outcomes, token (C, R, S) and plain (C, 1, S): accuracy with its
+    hierarchical CI, the plain prompt's, the paired gain, per run and per class (every cell kind that
+    judges images stores these same columns)."""
+    from dct.eval.hierarchical import hierarchical_ci, paired_difference
+
+    acc, plain_acc, gain = hierarchical_ci(tok), hierarchical_ci(plain), paired_difference(tok, plain)
+    return {"acc": acc["acc"], "acc_lo": acc["lo"], "acc_hi": acc["hi"], "acc_ci": acc["covers"],
+            "plain_acc": plain_acc["acc"], "plain_acc_lo": plain_acc["lo"], "plain_acc_hi": plain_acc["hi"],
+            "acc_gain": gain["diff"], "acc_gain_lo": gain["lo"], "acc_gain_hi": gain["hi"],
+            "acc_per_run": json.dumps([float(tok[:, r].mean()) for r in range(tok.shape[1])]),
+            "acc_per_class": json.dumps({str(c): float(tok[i].mean()) for i, c in enumerate(classes)}),
+            "plain_acc_per_class": json.dumps({str(c): float(plain[i].mean()) for i, c in enumerate(classes)})}
 
 
 def plain_images(parts, prompts, seeds, sampling, config, ctx):

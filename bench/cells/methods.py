@@ -36,8 +36,8 @@ import torch
 
 from dct.errors import ConfigError
 
-from bench.cells.dct import (REPLICATE_STRIDE, REPORT_SEED_BASE, SELECTION_SEED_BASE, plain_images,
-                             save_examples)
+from bench.cells.dct import (REPLICATE_STRIDE, REPORT_SEED_BASE, SELECTION_SEED_BASE, accuracy_metrics,
+                             plain_images, save_examples)
 from bench.contrasts import pack
 from bench.registry import CellOutput, register_cell
 
@@ -327,7 +327,6 @@ def generate_run(s: Setup, run: dict) -> torch.Tensor:
 
 def run(config: dict, ctx) -> CellOutput:
     from dct.eval.accuracy import classify, topk_correct
-    from dct.eval.hierarchical import hierarchical_ci, paired_difference
     from dct.methods.cost import cost_columns
 
     spec = method_spec(config["method"])
@@ -356,17 +355,10 @@ def run(config: dict, ctx) -> CellOutput:
         if tok.shape[1] == 1 and n_r > 1:  # a deterministic method: its one run is every run
             tok = tok.repeat(n_r, axis=1)
         pl = topk_correct(classify(s.judge, plain), targets, 1).reshape(n_c, 1, n_s)
-    acc, plain_acc, gain = hierarchical_ci(tok), hierarchical_ci(pl), paired_difference(tok, pl)
-    per_class = tok.mean(axis=(1, 2))
     metrics = {"method": config["method"], "method_kind": spec["kind"], "domain": s.domain,
                "n_classes": n_c, "n_runs": n_r, "runs_trained": len(runs), "eval_images_per_class": n_s,
                "eval_images": n_generated, "eval_seed_first": s.eval_seeds[0], "judge": s.judge.spec,
-               "acc": acc["acc"], "acc_lo": acc["lo"], "acc_hi": acc["hi"], "acc_ci": acc["covers"],
-               "plain_acc": plain_acc["acc"], "plain_acc_lo": plain_acc["lo"], "plain_acc_hi": plain_acc["hi"],
-               "acc_gain": gain["diff"], "acc_gain_lo": gain["lo"], "acc_gain_hi": gain["hi"],
-               "acc_per_run": json.dumps([float(tok[:, r].mean()) for r in range(tok.shape[1])]),
-               "acc_per_class": json.dumps({str(c): float(v) for c, v in zip(s.classes, per_class)}),
-               "plain_acc_per_class": json.dumps({str(c): float(v) for c, v in zip(s.classes, pl.mean(axis=(1, 2)))}),
+               **accuracy_metrics(tok, pl, s.classes),
                "prompts": json.dumps([{str(c): p for c, p in one["prompts"].items()} for one in runs]),
                "train_seeds_actual": json.dumps([one.get("seed") for one in runs]),
                **{k: v for k, v in info.items() if k not in ("images_consumed", "labelled")}}
